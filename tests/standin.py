@@ -130,14 +130,14 @@ def state_tensors(kit: Path, relpath: str, seed: int = 0) -> dict[str, np.ndarra
 
 
 def _to_state_dict(arrays: dict[str, np.ndarray]) -> OrderedDict:
-    return OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v))) for k, v in arrays.items())
+    return OrderedDict((k, torch.from_numpy(np.array(v, copy=True, order="C"))) for k, v in arrays.items())
 
 
 def _split_subdicts(arrays: dict[str, np.ndarray], names) -> dict[str, OrderedDict]:
     out = {name: OrderedDict() for name in names}
     for key, value in arrays.items():
         name, inner = key.split(".", 1)
-        out[name][inner] = torch.from_numpy(np.ascontiguousarray(value))
+        out[name][inner] = torch.from_numpy(np.array(value, copy=True, order="C"))
     return out
 
 
@@ -168,7 +168,7 @@ def write_checkpoint(kit: Path, relpath: str, root: Path, seed: int = 0) -> Path
         return target
     arrays = state_tensors(kit, relpath, seed)
     if isinstance(container, dict) and "args" in container:  # motion generator {args, model, iter}
-        model = OrderedDict((k.split(".", 1)[1], torch.from_numpy(np.ascontiguousarray(v)))
+        model = OrderedDict((k.split(".", 1)[1], torch.from_numpy(np.array(v, copy=True, order="C")))
                             for k, v in arrays.items())
         iteration = int(str(container.get("iter", "int: 0")).split(":")[-1])
         obj = {"args": _namespace(container["args"]), "model": model, "iter": iteration}

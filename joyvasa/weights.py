@@ -1,0 +1,118 @@
+"""The one place that knows where model files live.
+
+Files are named by their official path relative to a `pretrained_weights/` folder (the layout of the JoyVASA
+README and of the Hugging Face repos), e.g. `liveportrait/base_models/warping_module.pth`. A file is looked up,
+in order, in:
+
+1. an explicit folder given by the caller (a CLI flag or a node input);
+2. model folders supplied by the host application (ComfyUI's `models/liveportrait`, `models/joyvasa`,
+   `models/insightface`; the node adapter passes them in — this library never imports ComfyUI);
+3. the pack's own `pretrained_weights/` folder.
+
+A missing file raises `WeightsNotFoundError` naming every place looked at and how to get the file.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+PACK_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "pretrained_weights"
+
+# First path component of an official relative path -> (Hugging Face repo, path inside the repo, ComfyUI folder).
+# ComfyUI folders hold the files below that component (models/liveportrait/base_models/...), except insightface,
+# whose own convention keeps a `models/` level (models/insightface/models/buffalo_l/...).
+SOURCES: Mapping[str, tuple[str, str, str]] = {
+    "liveportrait": ("KwaiVGI/LivePortrait", "liveportrait", "liveportrait"),
+    "liveportrait_animals": ("KwaiVGI/LivePortrait", "liveportrait_animals", "liveportrait_animals"),
+    "insightface": ("KwaiVGI/LivePortrait", "insightface", "insightface"),
+    "JoyVASA": ("jdh-algo/JoyVASA", "", "joyvasa"),
+    # the original hard-codes this folder name ("chinese-hubert-base" on Windows, where ':' is not allowed)
+    "TencentGameMate:chinese-hubert-base": ("TencentGameMate/chinese-hubert-base", "", "joyvasa/chinese-hubert-base"),
+    "chinese-hubert-base": ("TencentGameMate/chinese-hubert-base", "", "joyvasa/chinese-hubert-base"),
+}
+
+ANIMAL_VERSIONS = {"v1.0": "base_models", "v1.1": "base_models_v1.1"}
+RENDERER_NETWORKS = ("appearance_feature_extractor", "motion_extractor", "warping_module", "spade_generator")
+STITCHING = "liveportrait/retargeting_models/stitching_retargeting_module.pth"
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A model file is in none of the searched folders."""
+
+
+@dataclass(frozen=True)
+class WeightsLocation:
+    """Search roots, most specific first. `host_dirs` maps a host folder name (e.g. 'liveportrait') to dirs."""
+
+    explicit_dir: Path | None = None
+    host_dirs: Mapping[str, tuple[Path, ...]] | None = None
+    pack_dir: Path = PACK_WEIGHTS_DIR
+
+    def candidates(self, relpath: str) -> list[Path]:
+        """Every path where `relpath` may live, in search order."""
+        head, _, rest = relpath.partition("/")
+        out: list[Path] = []
+        if self.explicit_dir is not None:
+            out.append(Path(self.explicit_dir) / relpath)
+        if self.host_dirs and head in SOURCES:
+            folder = SOURCES[head][2]
+            base, _, sub = folder.partition("/")
+            for d in self.host_dirs.get(base, ()):
+                out.append(Path(d) / sub / rest if sub else Path(d) / rest)
+        out.append(Path(self.pack_dir) / relpath)
+        return out
+
+    def find(self, relpath: str) -> Path:
+        """Path of the first existing candidate, else a WeightsNotFoundError saying where to put it."""
+        candidates = self.candidates(relpath)
+        for path in candidates:
+            if path.is_file():
+                return path
+        raise WeightsNotFoundError(missing_message(relpath, candidates))
+
+    def find_all(self, relpaths: Iterable[str]) -> dict[str, Path]:
+        """Like `find` for several files, reporting all missing ones at once."""
+        found, missing = {}, []
+        for relpath in relpaths:
+            try:
+                found[relpath] = self.find(relpath)
+            except WeightsNotFoundError:
+                missing.append(relpath)
+        if missing:
+            raise WeightsNotFoundError("\n\n".join(missing_message(r, self.candidates(r)) for r in missing))
+        return found
+
+
+def hub_source(relpath: str) -> tuple[str, str]:
+    """(Hugging Face repo id, file path inside that repo) of an official relative path."""
+    head, _, rest = relpath.partition("/")
+    if head not in SOURCES:
+        raise ValueError(f"Unknown weights path {relpath!r}: expected it to start with one of {sorted(SOURCES)}")
+    repo, prefix, _ = SOURCES[head]
+    return repo, f"{prefix}/{rest}" if prefix else rest
+
+
+def missing_message(relpath: str, looked: list[Path]) -> str:
+    repo, file_in_repo = hub_source(relpath)
+    places = "\n".join(f"  - {p}" for p in looked)
+    return (f"Model file {relpath!r} not found. Looked in:\n{places}\n"
+            f"Get it from the Hugging Face repo {repo} (file {file_in_repo}), e.g.\n"
+            f"  huggingface-cli download {repo} {file_in_repo} --local-dir <folder>\n"
+            f"and place it at one of the paths above (or pass the folder holding `{relpath}` explicitly).")
+
+
+def renderer_files(species: str = "human", animal_version: str = "v1.0") -> dict[str, str]:
+    """Official relative paths of one renderer set, keyed by network. Animals use the human stitching file,
+    as JoyVASA and LivePortrait do (the animal stitching MLPs were never trained)."""
+    if species == "human":
+        folder = "liveportrait/base_models"
+    elif species == "animal":
+        if animal_version not in ANIMAL_VERSIONS:
+            raise ValueError(f"animal_version must be one of {sorted(ANIMAL_VERSIONS)}, got {animal_version!r}")
+        folder = f"liveportrait_animals/{ANIMAL_VERSIONS[animal_version]}"
+    else:
+        raise ValueError(f"species must be 'human' or 'animal', got {species!r}")
+    files = {name: f"{folder}/{name}.pth" for name in RENDERER_NETWORKS}
+    files["stitching_retargeting_module"] = STITCHING
+    return files
