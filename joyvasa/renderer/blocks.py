@@ -46,7 +46,10 @@ class DownBlock3d(nn.Module):
         self.norm = nn.BatchNorm3d(out_features, affine=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.avg_pool3d(F.relu(self.norm(self.conv(x))), (1, 2, 2))
+        x = F.relu(self.norm(self.conv(x)))
+        B, C, D, H, W = x.shape
+        # a (1, 2, 2) 3-D pool is a 2-D pool per depth slice; avg_pool2d also has CPU bfloat16 kernels
+        return F.avg_pool2d(x.reshape(B, C * D, H, W), 2).view(B, C, D, H // 2, W // 2)
 
 
 class UpBlock3d(nn.Module):

@@ -92,7 +92,7 @@ def fold_spectral_norm(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     spectral norm computes it (no power iteration). Incomplete triples are left for the strict loader to report.
     """
     out = dict(state)
-    for key in [k for k in state if k.endswith(".weight_orig")]:
+    for key in [k for k in state if k == "weight_orig" or k.endswith(".weight_orig")]:
         base = key[: -len("_orig")]
         u, v = state.get(base + "_u"), state.get(base + "_v")
         if u is None or v is None:
