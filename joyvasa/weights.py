@@ -95,11 +95,14 @@ def hub_source(relpath: str) -> tuple[str, str]:
 
 def missing_message(relpath: str, looked: list[Path]) -> str:
     repo, file_in_repo = hub_source(relpath)
+    head = relpath.partition("/")[0]
+    # the repo's own layout already starts with `head` unless the repo *is* that folder
+    local_dir = PACK_WEIGHTS_DIR if file_in_repo.startswith(head + "/") else PACK_WEIGHTS_DIR / head
     places = "\n".join(f"  - {p}" for p in looked)
     return (f"Model file {relpath!r} not found. Looked in:\n{places}\n"
-            f"Get it from the Hugging Face repo {repo} (file {file_in_repo}), e.g.\n"
-            f"  huggingface-cli download {repo} {file_in_repo} --local-dir <folder>\n"
-            f"and place it at one of the paths above (or pass the folder holding `{relpath}` explicitly).")
+            f"Get it from the Hugging Face repo {repo} (file {file_in_repo}):\n"
+            f"  huggingface-cli download {repo} {file_in_repo} --local-dir {local_dir}\n"
+            f"or put it at one of the paths above.")
 
 
 def renderer_files(species: str = "human", animal_version: str = "v1.0") -> dict[str, str]:

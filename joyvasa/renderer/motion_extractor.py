@@ -91,7 +91,7 @@ class ConvNeXtV2(nn.Module):
                  for i in range(len(c.dims) - 1)]
         self.downsample_layers = nn.ModuleList([stem, *downs])
         self.stages = nn.ModuleList(nn.Sequential(*[ConvNeXtBlock(dim) for _ in range(depth)])
-                                    for dim, depth in zip(c.dims, c.depths))
+                                    for dim, depth in zip(c.dims, c.depths, strict=True))
         width = c.dims[-1]
         self.norm = nn.LayerNorm(width, eps=1e-6)
         self.fc_kp = nn.Linear(width, 3 * c.num_kp)
@@ -103,7 +103,7 @@ class ConvNeXtV2(nn.Module):
         self.fc_exp = nn.Linear(width, 3 * c.num_kp)
 
     def forward(self, x: Tensor) -> MotionOutput:
-        for down, stage in zip(self.downsample_layers, self.stages):
+        for down, stage in zip(self.downsample_layers, self.stages, strict=True):
             x = stage(down(x))  # ... -> Bx768x8x8
         h = self.norm(x.mean([-2, -1]))  # global average pool -> Bx768
         return MotionOutput(pitch=self.fc_pitch(h), yaw=self.fc_yaw(h), roll=self.fc_roll(h), t=self.fc_t(h),
