@@ -1,0 +1,115 @@
+"""JoyVASA's denoising transformer: noisy motion + audio features + diffusion step -> clean-motion estimate.
+
+A stack of post-LN transformer decoder layers (arXiv 2411.09209, adapted from DiffPoseTalk). The target
+sequence is 25 context frames followed by the 100 frames being denoised, each a 70-d motion vector projected
+to d = 256; the memory is the matching 125 audio features. Cross-attention is masked so that token i sees only
+audio frame i (`alignment_mask`), there is no self-attention mask, and the network predicts x0 directly.
+
+Positional encoding, two behaviours (`pe_mode`):
+- "legacy": the code the released weights were trained with (before 2025-12-09) added one row of the table,
+  row L = 125, to every token: a constant offset, no positional information. Default, because that is what
+  the released checkpoint saw in training.
+- "main": the later fix, rows 0..124, one per token.
+
+Attribute names follow the checkpoint keys (`TE`, `PE`, `diff_step_map`, `feature_proj`, `transformer`,
+`motion_dec`, `alignment_mask`), so loading is a name-for-name copy of `denoising_net.*`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from .constants import CONTEXT_FRAMES, MOTION_DIM, WINDOW_FRAMES
+
+PEMode = Literal["legacy", "main"]
+PE_MODES: tuple[str, ...] = ("legacy", "main")
+
+
+@dataclass
+class DenoiserConfig:
+    motion_dim: int = MOTION_DIM
+    d_model: int = 256
+    n_layers: int = 8  # DenoisingNetwork's own default; train.py's n_layers=6 never reached it
+    n_heads: int = 8  # not recoverable from weights; the loader always builds 8, like the original
+    ffn_dim: int = 1024  # mlp_ratio 4
+    n_motions: int = WINDOW_FRAMES
+    n_prev_motions: int = CONTEXT_FRAMES
+    pe_rows: int = 600  # positional-encoding table
+    step_rows: int = 501  # diffusion-step table: the network's default of 500 steps + 1, whatever the schedule
+    pe_mode: PEMode = "legacy"
+
+    @property
+    def n_tokens(self) -> int:
+        return self.n_prev_motions + self.n_motions
+
+
+def sinusoidal_table(rows: int, dim: int) -> Tensor:
+    """(1, rows, dim) float32: [p, 2i] = sin(p w_i), [p, 2i+1] = cos(p w_i), w_i = 10000^(-2i/dim)."""
+    position = torch.arange(rows, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(rows, dim)
+    table[:, 0::2] = torch.sin(position * freq)
+    table[:, 1::2] = torch.cos(position * freq)
+    return table[None]
+
+
+def alignment_mask(n_tokens: int) -> Tensor:
+    """(n, n) bool, True = blocked: motion token i may attend only to audio frame i."""
+    return ~torch.eye(n_tokens, dtype=torch.bool)
+
+
+class SinusoidalTable(nn.Module):
+    """Holds a sinusoidal table as buffer `pe` (the checkpoint's `TE.pe` / `PE.pe`)."""
+
+    def __init__(self, rows: int, dim: int, persistent: bool = True):
+        super().__init__()
+        self.register_buffer("pe", sinusoidal_table(rows, dim), persistent=persistent)
+
+
+class DenoisingNetwork(nn.Module):
+    def __init__(self, config: DenoiserConfig):
+        super().__init__()
+        self.config = config
+        self.pe_mode: PEMode = config.pe_mode  # may be switched after loading; checked in forward
+        d = config.d_model
+        # The step table is rebuilt, never loaded: the original drops `TE.pe` from the checkpoint.
+        self.TE = SinusoidalTable(config.step_rows, d, persistent=False)
+        self.diff_step_map = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+        self.PE = SinusoidalTable(config.pe_rows, d)
+        self.feature_proj = nn.Linear(config.motion_dim, d)
+        layer = nn.TransformerDecoderLayer(d, config.n_heads, dim_feedforward=config.ffn_dim, dropout=0.1,
+                                           activation="gelu", batch_first=True)
+        self.transformer = nn.TransformerDecoder(layer, num_layers=config.n_layers)
+        self.register_buffer("alignment_mask", alignment_mask(config.n_tokens))
+        self.motion_dec = nn.Sequential(nn.Linear(d, d // 2), nn.GELU(), nn.Linear(d // 2, config.motion_dim))
+
+    def step_embedding(self, step: Tensor) -> Tensor:
+        """(N,) integer steps -> (N, 1, d): MLP of the step's sinusoidal row."""
+        return self.diff_step_map(self.TE.pe[0, step])[:, None]
+
+    def positional_encoding(self, n_tokens: int) -> Tensor:
+        """(1, n_tokens, d) for "main"; (1, d) broadcast to every token for "legacy" (row n_tokens)."""
+        if self.pe_mode == "legacy":
+            return self.PE.pe[:, n_tokens]
+        if self.pe_mode == "main":
+            return self.PE.pe[:, :n_tokens]
+        raise ValueError(f"pe_mode must be one of {PE_MODES}, got {self.pe_mode!r}")
+
+    def tokens(self, x_t: Tensor, prev_motion: Tensor, step: Tensor) -> Tensor:
+        """Transformer input: feature_proj([context; x_t]) + positional encoding + step embedding."""
+        x = self.feature_proj(torch.cat([prev_motion, x_t], dim=1))  # (N, Lp + L, d)
+        x = x + self.positional_encoding(x.shape[1])
+        return x + self.step_embedding(step)
+
+    def forward(self, x_t: Tensor, step: Tensor, audio: Tensor, prev_motion: Tensor, prev_audio: Tensor) -> Tensor:
+        """x_t (N, L, D), step (N,), audio (N, L, d), prev_motion (N, Lp, D), prev_audio (N, Lp, d)
+        -> x0 estimate for all Lp + L tokens (N, Lp + L, D); the sampler keeps the last L."""
+        N, L, D = x_t.shape
+        x = self.tokens(x_t, prev_motion, step)  # (N, Lp + L, d)
+        memory = torch.cat([prev_audio, audio], dim=1)  # (N, Lp + L, d)
+        x = self.transformer(x, memory, memory_mask=self.alignment_mask)
+        return self.motion_dec(x)  # (N, Lp + L, D)

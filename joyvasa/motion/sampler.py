@@ -1,0 +1,118 @@
+"""Sampling motion from the denoiser: DDPM ancestral steps with an x0-predicting model (Ho et al. 2020, Eq. 7).
+
+One step, t = T..1, with the guided estimate x0 = model(x_t, t):
+
+    x_{t-1} = c0 x_t + c1 x0 + sigma_t z,   c0 = (1 - abar_{t-1}) sqrt(alpha_t) / (1 - abar_t),
+                                            c1 = (1 - alpha_t) sqrt(abar_{t-1}) / (1 - abar_t),
+    z ~ N(0, I) for t > 1 and z = 0 at t = 1.
+
+Long clips are sampled in windows of 100 frames (stride 100, no overlap). Each window is conditioned on the
+last 25 generated (normalised) frames and the last 25 audio features of the previous window; the first window
+uses the learned start tokens. All windows start from the same x_T, as in the original.
+
+Randomness enters only through the arguments: `x_T` and a noise function `noise(window, t) -> z`.
+`seeded_noise` draws from a `torch.Generator` on the CPU (the same seed gives the same motion on every device);
+`replay_noise` plays back recorded draws. Classifier-free guidance lives in `GuidedDenoiser`, so the samplers
+make one model call per step. Progress goes to `callback(dict)`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from .schedule import DiffusionSchedule
+
+NoiseFn = Callable[[int, int], Tensor]  # (window, t) -> z, shaped like x_t
+Callback = Callable[[dict], None]
+
+
+class XZeroModel(Protocol):
+    def __call__(self, x_t: Tensor, t: int, audio: Tensor, prev_motion: Tensor, prev_audio: Tensor) -> Tensor: ...
+
+
+class GuidedDenoiser:
+    """Classifier-free guidance on the audio: x0 = u + s (c - u).
+
+    u is the network's output with the current window's audio replaced by the learned null token (the context
+    audio stays real), c the output with the audio. Both run as one batch; the last L tokens are kept.
+    """
+
+    def __init__(self, net: nn.Module, null_audio: Tensor, cfg_scale: float):
+        self.net, self.null_audio, self.cfg_scale = net, null_audio, float(cfg_scale)
+
+    def __call__(self, x_t: Tensor, t: int, audio: Tensor, prev_motion: Tensor, prev_audio: Tensor) -> Tensor:
+        N, L, _ = x_t.shape
+        null = self.null_audio.to(audio).expand(N, L, -1)
+        step = torch.full((2 * N,), t, dtype=torch.long, device=x_t.device)
+        out = self.net(torch.cat([x_t, x_t]), step, torch.cat([null, audio]), torch.cat([prev_motion, prev_motion]),
+                       torch.cat([prev_audio, prev_audio]))[:, -L:]  # (2N, L, D)
+        uncond, cond = out[:N], out[N:]
+        return uncond + self.cfg_scale * (cond - uncond)
+
+
+def seeded_noise(generator: torch.Generator, shape: tuple[int, ...], device=None, dtype=None) -> NoiseFn:
+    """Fresh N(0, I) draws from `generator` (CPU), in call order, moved to `device`."""
+
+    def noise(window: int, t: int) -> Tensor:
+        return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+
+    return noise
+
+
+def replay_noise(z: Tensor, n_steps: int) -> NoiseFn:
+    """Play back recorded draws: z[w, j] is window w's j-th draw, used at step t = n_steps - j."""
+
+    def noise(window: int, t: int) -> Tensor:
+        return z[window, n_steps - t]
+
+    return noise
+
+
+def ddpm_step(x_t: Tensor, x0: Tensor, t: int, schedule: DiffusionSchedule, z: Tensor | None) -> Tensor:
+    """Posterior mean of q(x_{t-1} | x_t, x0) plus sigma_t z."""
+    alpha, abar, abar_prev = schedule.alphas[t], schedule.alpha_bars[t], schedule.alpha_bars[t - 1]
+    c0 = (1 - abar_prev) * torch.sqrt(alpha) / (1 - abar)
+    c1 = (1 - alpha) * torch.sqrt(abar_prev) / (1 - abar)
+    x = c0 * x_t + c1 * x0
+    return x if z is None else x + schedule.sigmas[t] * z
+
+
+@torch.no_grad()
+def sample_window(model: XZeroModel, x_T: Tensor, schedule: DiffusionSchedule, audio: Tensor, prev_motion: Tensor,
+                  prev_audio: Tensor, noise: NoiseFn | None = None, callback: Callback | None = None,
+                  window: int = 0, n_windows: int = 1) -> Tensor:
+    """DDPM ancestral sampling of one window, x0 target. x_T (N, L, D) -> x_0 (N, L, D).
+
+    noise: per-step z; None samples the posterior mean only (deterministic, not what the original does)."""
+    x = x_T
+    n_steps = schedule.n_steps
+    for i, t in enumerate(range(n_steps, 0, -1)):
+        z = noise(window, t) if (noise is not None and t > 1) else None
+        x0 = model(x, t, audio, prev_motion, prev_audio)
+        x_next = ddpm_step(x, x0, t, schedule, z)
+        if callback is not None:
+            callback({"window": window, "n_windows": n_windows, "i": i, "n_steps": n_steps, "t": t, "x": x,
+                      "denoised": x0})
+        x = x_next
+    return x
+
+
+@torch.no_grad()
+def sample_motion(model: XZeroModel, audio_features: Tensor, schedule: DiffusionSchedule, x_T: Tensor,
+                  start_motion: Tensor, start_audio: Tensor, noise: NoiseFn | None = None,
+                  callback: Callback | None = None) -> Tensor:
+    """Sample every window in turn. audio_features (W, L, d), x_T (1, L, D), start_* (1, Lp, .)
+    -> normalised motion (W, L, D). Window w is conditioned on window w - 1's last Lp frames and features."""
+    W = audio_features.shape[0]
+    Lp = start_motion.shape[1]
+    prev_motion, prev_audio = start_motion, start_audio
+    windows = []
+    for w in range(W):
+        audio = audio_features[w : w + 1]  # (1, L, d)
+        x0 = sample_window(model, x_T, schedule, audio, prev_motion, prev_audio, noise, callback, w, W)
+        windows.append(x0)
+        prev_motion, prev_audio = x0[:, -Lp:], audio[:, -Lp:]
+    return torch.cat(windows)
