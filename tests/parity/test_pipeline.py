@@ -46,7 +46,7 @@ def renderers(standin_weights):
     return get
 
 
-def _check_keypoints_and_frames(g, renderer, motion):
+def _check_keypoints_and_frames(g, renderer, motion, frames: bool = True):
     settings = g.meta["settings"]
     assert not settings["flag_do_crop"], "crop fixtures are covered by test_crop.py"
     I_s = prepare_images(torch.from_numpy(g["in_image_rgb_u8"]))
@@ -62,6 +62,8 @@ def _check_keypoints_and_frames(g, renderer, motion):
     g.check("mid_x_d_post_stitch", dk.post_stitch)
     g.check("out_x_d", dk.x_d)
 
+    if not frames:
+        return
     f_s = appearance_features(renderer, I_s)
     idx = torch.from_numpy(g["in_frame_indices"])
     frames = torch.cat(list(render_frames(renderer, f_s, src.x_s, dk.x_d[idx], batch_size=2)))
@@ -70,10 +72,35 @@ def _check_keypoints_and_frames(g, renderer, motion):
 
 
 @pytest.mark.parametrize("species", SPECIES)
-def test_keypoints_and_frames_from_recorded_motion(golden, renderers, species):
+def test_keypoints_from_recorded_motion(golden, renderers, species):
     g = golden(f"06_e2e_{species}.npz")
     motion = SimpleNamespace(**{k: torch.from_numpy(g[f"mid_motion_{k}"]) for k in MOTION_KEYS})
+    _check_keypoints_and_frames(g, renderers(g.meta["species"], g.weights_seed), motion, frames=False)
+    # the motion arrays are this test's input; the full-chain test compares them and the frames
+    unchecked = sorted((set(g.keys("out_x")) | set(g.keys("mid_"))) - set(g.errors) - set(g.keys("mid_motion_")))
+    assert not unchecked, f"{g.name}: arrays not compared: {unchecked}"
+
+
+CHECKPOINT = "JoyVASA/motion_generator/motion_generator_hubert_chinese.pt"
+TEMPLATE = "JoyVASA/motion_template/motion_template.pkl"
+
+
+@pytest.mark.parametrize("species", SPECIES)
+def test_whole_chain_from_audio(golden, renderers, standin_weights, species):
+    """Waveform -> motion generator (recorded noise) -> keypoints -> frames, as the original pipeline."""
+    from joyvasa.motion import NoiseReplay, generate_motion, load_motion_generator
+
+    g = golden(f"06_e2e_{species}.npz")
+    settings = g.meta["settings"]
+    root = standin_weights([CHECKPOINT, TEMPLATE], g.weights_seed)
+    model = load_motion_generator(root / CHECKPOINT, root / TEMPLATE, pe_mode=settings["pe_mode"])
+    assert settings["cfg_mode"] == "incremental"  # the only mode with a single (audio) condition
+    motion = generate_motion(model, torch.from_numpy(g["in_audio_16k"]), 16000, cfg_scale=float(settings["cfg_scale"]),
+                             smoothing=0.01 if settings["is_smooth_motion"] else None,
+                             noise=NoiseReplay(torch.from_numpy(g["in_noise_xT"]), torch.from_numpy(g["in_noise_z"])))
+    assert len(motion) == g.meta["n_frames"]
+    for key in MOTION_KEYS:
+        g.check(f"mid_motion_{key}", getattr(motion, key))
     _check_keypoints_and_frames(g, renderers(g.meta["species"], g.weights_seed), motion)
-    # the motion arrays are this test's input; the full-chain test compares them
-    unchecked = sorted((set(g.keys("out_")) | set(g.keys("mid_"))) - set(g.errors) - set(g.keys("mid_motion_")))
+    unchecked = sorted((set(g.keys("out_")) | set(g.keys("mid_"))) - set(g.errors))
     assert not unchecked, f"{g.name}: arrays not compared: {unchecked}"
