@@ -51,15 +51,14 @@ class WeightsLocation:
 
     def candidates(self, relpath: str) -> list[Path]:
         """Every path where `relpath` may live, in search order."""
-        head, _, rest = relpath.partition("/")
+        head = relpath.partition("/")[0]
         out: list[Path] = []
         if self.explicit_dir is not None:
             out.append(Path(self.explicit_dir) / relpath)
         if self.host_dirs and head in SOURCES:
-            folder = SOURCES[head][2]
-            base, _, sub = folder.partition("/")
-            for d in self.host_dirs.get(base, ()):
-                out.append(Path(d) / sub / rest if sub else Path(d) / rest)
+            folder, below = host_subpath(relpath)
+            for d in self.host_dirs.get(folder, ()):
+                out.append(Path(d) / below)
         out.append(Path(self.pack_dir) / relpath)
         return out
 
@@ -84,6 +83,16 @@ class WeightsLocation:
         return found
 
 
+def host_subpath(relpath: str) -> tuple[str, str]:
+    """(host folder name, path below that folder) of an official relative path, e.g.
+    `liveportrait/base_models/x.pth` -> ('liveportrait', 'base_models/x.pth')."""
+    head, _, rest = relpath.partition("/")
+    if head not in SOURCES:
+        raise ValueError(f"Unknown weights path {relpath!r}: expected it to start with one of {sorted(SOURCES)}")
+    folder, _, sub = SOURCES[head][2].partition("/")
+    return folder, f"{sub}/{rest}" if sub else rest
+
+
 def hub_source(relpath: str) -> tuple[str, str]:
     """(Hugging Face repo id, file path inside that repo) of an official relative path."""
     head, _, rest = relpath.partition("/")
@@ -94,14 +103,13 @@ def hub_source(relpath: str) -> tuple[str, str]:
 
 
 def missing_message(relpath: str, looked: list[Path]) -> str:
+    from .download import manual_command  # download.py builds on this module
+
     repo, file_in_repo = hub_source(relpath)
-    head = relpath.partition("/")[0]
-    # the repo's own layout already starts with `head` unless the repo *is* that folder
-    local_dir = PACK_WEIGHTS_DIR if file_in_repo.startswith(head + "/") else PACK_WEIGHTS_DIR / head
     places = "\n".join(f"  - {p}" for p in looked)
     return (f"Model file {relpath!r} not found. Looked in:\n{places}\n"
             f"Get it from the Hugging Face repo {repo} (file {file_in_repo}):\n"
-            f"  huggingface-cli download {repo} {file_in_repo} --local-dir {local_dir}\n"
+            f"  {manual_command(relpath, looked[-1])}\n"
             f"or put it at one of the paths above.")
 
 

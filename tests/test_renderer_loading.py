@@ -173,5 +173,5 @@ def test_missing_weights_name_every_place(tmp_path):
     message = str(err.value)
     for place in ("mine", "comfy", "pack"):
         assert str(tmp_path / place) in message
-    assert "KwaiVGI/LivePortrait" in message and "huggingface-cli download" in message
+    assert "KwaiVGI/LivePortrait" in message and " download KwaiVGI/LivePortrait " in message
     assert message.count("not found") == 5  # all five files reported at once

@@ -43,7 +43,7 @@ def test_missing_file_message(tmp_path):
         location.find(REL)
     message = str(err.value)
     assert str(tmp_path / "a" / REL) in message and str(tmp_path / "b" / REL) in message
-    assert "huggingface-cli download KwaiVGI/LivePortrait liveportrait/base_models/warping_module.pth" in message
+    assert "download KwaiVGI/LivePortrait liveportrait/base_models/warping_module.pth --local-dir" in message
 
 
 def test_hub_sources():
