@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .weights import WeightsLocation, WeightsNotFoundError
+from .weights import WeightsNotFoundError, default_location
 
 log = logging.getLogger("joyvasa")
 
@@ -60,7 +60,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     image = _read_image(args.image)
     try:
         renderer = load_renderer(args.species, args.animal_version,
-                                 location=WeightsLocation(explicit_dir=args.weights_dir))
+                                 location=default_location(args.weights_dir))
     except WeightsNotFoundError as err:
         raise SystemExit(f"error: {err}") from None
     I_s = prepare_images(torch.from_numpy(image))

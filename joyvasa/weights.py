@@ -4,7 +4,7 @@ Files are named by their official path relative to a `pretrained_weights/` folde
 README and of the Hugging Face repos), e.g. `liveportrait/base_models/warping_module.pth`. A file is looked up,
 in order, in:
 
-1. an explicit folder given by the caller (a CLI flag or a node input);
+1. an explicit folder given by the caller (a CLI flag), else $JOYVASA_WEIGHTS_DIR if set;
 2. model folders supplied by the host application (ComfyUI's `models/liveportrait`, `models/joyvasa`,
    `models/insightface`; the node adapter passes them in — this library never imports ComfyUI);
 3. the pack's own `pretrained_weights/` folder.
@@ -13,11 +13,13 @@ A missing file raises `WeightsNotFoundError` naming every place looked at and ho
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 PACK_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "pretrained_weights"
+WEIGHTS_DIR_ENV = "JOYVASA_WEIGHTS_DIR"  # an explicit folder for every entry point that is given none
 
 # First path component of an official relative path -> (Hugging Face repo, path inside the repo, ComfyUI folder).
 # ComfyUI folders hold the files below that component (models/liveportrait/base_models/...), except insightface,
@@ -81,6 +83,15 @@ class WeightsLocation:
         if missing:
             raise WeightsNotFoundError("\n\n".join(missing_message(r, self.candidates(r)) for r in missing))
         return found
+
+
+def default_location(explicit_dir: str | Path | None = None,
+                     host_dirs: Mapping[str, tuple[Path, ...]] | None = None) -> WeightsLocation:
+    """The search order of every entry point: `explicit_dir`, else $JOYVASA_WEIGHTS_DIR, then host folders,
+    then the pack's `pretrained_weights/`."""
+    if explicit_dir is None and os.environ.get(WEIGHTS_DIR_ENV):
+        explicit_dir = os.environ[WEIGHTS_DIR_ENV]
+    return WeightsLocation(explicit_dir=Path(explicit_dir) if explicit_dir is not None else None, host_dirs=host_dirs)
 
 
 def host_subpath(relpath: str) -> tuple[str, str]:

@@ -1,4 +1,27 @@
 """ComfyUI node classes (classic V1 API), thin adapters over `joyvasa/`. Registered by the pack's __init__."""
+from .loaders import JoyVASALoadFaceDetector, JoyVASALoadMotionGenerator, JoyVASALoadRenderer
+from .motion import JoyVASAEncodeAudio, JoyVASASampleMotion
+from .render import JoyVASAAnimate, JoyVASARender
+from .source import JoyVASAPrepareSource
 
-NODE_CLASS_MAPPINGS: dict[str, type] = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
+NODE_CLASS_MAPPINGS: dict[str, type] = {
+    "JoyVASALoadRenderer": JoyVASALoadRenderer,
+    "JoyVASALoadMotionGenerator": JoyVASALoadMotionGenerator,
+    "JoyVASALoadFaceDetector": JoyVASALoadFaceDetector,
+    "JoyVASAPrepareSource": JoyVASAPrepareSource,
+    "JoyVASAEncodeAudio": JoyVASAEncodeAudio,
+    "JoyVASASampleMotion": JoyVASASampleMotion,
+    "JoyVASARender": JoyVASARender,
+    "JoyVASAAnimate": JoyVASAAnimate,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
+    "JoyVASALoadRenderer": "JoyVASA Load Renderer (LivePortrait)",
+    "JoyVASALoadMotionGenerator": "JoyVASA Load Motion Generator",
+    "JoyVASALoadFaceDetector": "JoyVASA Load Face Detector",
+    "JoyVASAPrepareSource": "JoyVASA Prepare Source",
+    "JoyVASAEncodeAudio": "JoyVASA Encode Audio",
+    "JoyVASASampleMotion": "JoyVASA Sample Motion",
+    "JoyVASARender": "JoyVASA Render",
+    "JoyVASAAnimate": "JoyVASA Animate (all in one)",
+}

@@ -139,3 +139,25 @@ def model_dirs() -> dict[str, tuple[Path, ...]]:
             known[name] = (known[name][0], extensions)
         out[name] = tuple(Path(p) for p in folder_paths.get_folder_paths(name))
     return out
+
+
+def find_weights(relpaths, download: bool = True) -> dict[str, Path]:
+    """Paths of official model files: ComfyUI's model folders, then the pack's `pretrained_weights/`.
+    Missing files are downloaded (when `download` is on) to where the lookup searches first, with a
+    progress bar per file."""
+    from joyvasa.download import ensure_weights
+
+    bar = Progress(100)
+
+    def progress(_relpath: str, done: int, total: int) -> None:
+        if total:
+            bar(int(100 * done / total), 100)
+
+    return ensure_weights(relpaths, weights_location(), download=download, progress=progress)
+
+
+def weights_location():
+    """$JOYVASA_WEIGHTS_DIR, then ComfyUI's model folders, then the pack's `pretrained_weights/`."""
+    from joyvasa.weights import default_location
+
+    return default_location(host_dirs=model_dirs())

@@ -82,6 +82,9 @@ class MotionSequence:
     def __len__(self) -> int:
         return self.raw.shape[0]
 
+    def to(self, device) -> MotionSequence:
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
 
 def _minmax(v: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     return v * (hi - lo) + lo

@@ -1,0 +1,110 @@
+"""Loader nodes: the LivePortrait renderer, the JoyVASA motion generator, the face detector.
+
+Each loads once (ComfyUI caches the output) and returns a handle; processing nodes move the model to the
+compute device while they use it. Missing official files are downloaded when `download` is on.
+"""
+from __future__ import annotations
+
+from joyvasa.weights import renderer_files
+
+from . import runtime
+from .types import CATEGORY, FACE_DETECTOR, MOTION_MODEL, RENDERER, FaceDetectorHandle
+
+MOTION_CHECKPOINT = "JoyVASA/motion_generator/motion_generator_hubert_chinese.pt"
+MOTION_TEMPLATE = "JoyVASA/motion_template/motion_template.pkl"
+
+DEVICE = (["auto", "cpu", "cuda", "mps"], {
+    "default": "auto", "tooltip": "Where the model runs: auto = ComfyUI's compute device (the GPU if any)."})
+DOWNLOAD = ("BOOLEAN", {
+    "default": True, "tooltip": "Download missing official weight files from Hugging Face into ComfyUI's "
+                                "models folder. Off: fail with the manual download command instead."})
+
+
+class JoyVASALoadRenderer:
+    DESCRIPTION = ("Loads the LivePortrait renderer (appearance extractor, motion extractor, warping module, "
+                   "SPADE generator, stitching MLPs) for human or animal portraits.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (RENDERER,)
+    RETURN_NAMES = ("renderer",)
+    OUTPUT_TOOLTIPS = ("The LivePortrait renderer for Prepare Source and Render.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "species": (["human", "animal"], {
+                "default": "human", "tooltip": "human: KwaiVGI's human weights. animal: the cat/dog weights "
+                                               "(they reuse the human stitching MLPs, as JoyVASA does)."}),
+            "animal_version": (["v1.0", "v1.1"], {
+                "default": "v1.0", "tooltip": "Animal weights only: v1.0 (base_models) is what JoyVASA uses; "
+                                              "v1.1 is LivePortrait's newer animal set."}),
+            "precision": (["auto", "fp32", "bf16", "fp16"], {
+                "default": "auto", "tooltip": "auto = bf16 on GPUs that support it, else fp32. fp32 reproduces "
+                                              "the original exactly; bf16/fp16 are faster with tiny differences."}),
+            "device": DEVICE,
+            "download": DOWNLOAD,
+        }}
+
+    def load(self, species, animal_version, precision, device, download):
+        from joyvasa.renderer import load_renderer
+
+        runtime.find_weights(renderer_files(species, animal_version).values(), download)
+        target = runtime.compute_device(device)
+        dtype = runtime.resolve_dtype(precision, target)
+        renderer = load_renderer(species, animal_version, location=runtime.weights_location(),
+                                 dtype=dtype)
+        return (runtime.ModelHandle(renderer, target, species=species, dtype=dtype),)
+
+
+class JoyVASALoadMotionGenerator:
+    DESCRIPTION = ("Loads JoyVASA's audio-driven motion generator (Chinese HuBERT speech encoder + diffusion "
+                   "transformer) and its motion template.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (MOTION_MODEL,)
+    RETURN_NAMES = ("motion_model",)
+    OUTPUT_TOOLTIPS = ("The motion generator for Encode Audio and Sample Motion.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"device": DEVICE, "download": DOWNLOAD}}
+
+    def load(self, device, download):
+        from joyvasa.motion import load_motion_generator
+
+        paths = runtime.find_weights([MOTION_CHECKPOINT, MOTION_TEMPLATE], download)
+        model = load_motion_generator(paths[MOTION_CHECKPOINT], paths[MOTION_TEMPLATE])
+        return (runtime.ModelHandle(model, runtime.compute_device(device)),)
+
+
+class JoyVASALoadFaceDetector:
+    DESCRIPTION = ("Loads the face detector used to crop the source portrait: InsightFace buffalo_l + "
+                   "LivePortrait's 203-point landmarks for people (models are non-commercial).")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (FACE_DETECTOR,)
+    RETURN_NAMES = ("face_detector",)
+    OUTPUT_TOOLTIPS = ("The detector for Prepare Source (crop = auto).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "detector": (["insightface (human)"], {
+                "default": "insightface (human)", "tooltip": "Which detector finds the face."}),
+            "det_thresh": ("FLOAT", {
+                "default": 0.15, "min": 0.01, "max": 0.99, "step": 0.01,
+                "tooltip": "Face score threshold: lower finds harder faces but risks false detections."}),
+            "onnx_device": (["auto", "cpu"], {
+                "default": "auto", "tooltip": "auto = CUDA / CoreML when onnxruntime-gpu or CoreML is installed, "
+                                              "else CPU."}),
+            "download": DOWNLOAD,
+        }}
+
+    def load(self, detector, det_thresh, onnx_device, download):
+        from joyvasa.face.detect import DET_10G, LANDMARK_106, LANDMARK_203, FaceDetector
+
+        paths = runtime.find_weights([DET_10G, LANDMARK_106, LANDMARK_203], download)
+        providers = ["CPUExecutionProvider"] if onnx_device == "cpu" else None
+        face_detector = FaceDetector(paths[DET_10G], paths[LANDMARK_106], paths[LANDMARK_203], providers=providers,
+                                     det_thresh=det_thresh)
+        return (FaceDetectorHandle("insightface", face_detector, det_thresh),)
