@@ -1,0 +1,42 @@
+"""The example workflows: UI format, existing node types, valid widget values and links, a thumbnail each."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+
+from tests.workflow_tools import all_schemas, to_api_prompt, validate
+
+WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
+
+
+def test_there_are_workflows():
+    names = {p.stem for p in WORKFLOWS}
+    assert {"joyvasa_human_talking_portrait", "joyvasa_every_stage", "joyvasa_animal_talking_portrait"} <= names
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_is_valid(path):
+    workflow = json.loads(path.read_text())
+    assert "nodes" in workflow and "links" in workflow, "workflows/ must hold UI-format JSON, not API prompts"
+    errors = validate(workflow, all_schemas())
+    assert not errors, "\n".join(errors)
+    prompt = to_api_prompt(workflow, all_schemas())
+    assert any(n["class_type"] == "SaveVideo" for n in prompt.values())
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_has_a_thumbnail(path):
+    thumb = cv2.imread(str(path.with_suffix(".jpg")))
+    assert thumb is not None and thumb.shape[0] >= 100 and thumb.shape[1] >= 100
+
+
+def test_validation_catches_mistakes():
+    workflow = json.loads(WORKFLOWS[0].read_text())
+    node = next(n for n in workflow["nodes"] if n["type"].startswith("JoyVASA") and n["widgets_values"])
+    node["widgets_values"][0] = "no-such-option"
+    workflow["nodes"].append({"id": 999, "type": "NoSuchNode", "inputs": [], "outputs": [], "widgets_values": []})
+    errors = validate(workflow, all_schemas())
+    assert any("no-such-option" in e for e in errors) and any("NoSuchNode" in e for e in errors)
