@@ -5,8 +5,7 @@ compute device while they use it. Missing official files are downloaded when `do
 """
 from __future__ import annotations
 
-from joyvasa.weights import renderer_files
-
+from ..joyvasa.weights import renderer_files
 from . import runtime
 from .types import CATEGORY, FACE_DETECTOR, MOTION_MODEL, RENDERER, FaceDetectorHandle
 
@@ -46,7 +45,7 @@ class JoyVASALoadRenderer:
         }}
 
     def load(self, species, animal_version, precision, device, download):
-        from joyvasa.renderer import load_renderer
+        from ..joyvasa.renderer import load_renderer
 
         runtime.find_weights(renderer_files(species, animal_version).values(), download)
         target = runtime.compute_device(device)
@@ -70,7 +69,7 @@ class JoyVASALoadMotionGenerator:
         return {"required": {"device": DEVICE, "download": DOWNLOAD}}
 
     def load(self, device, download):
-        from joyvasa.motion import load_motion_generator
+        from ..joyvasa.motion import load_motion_generator
 
         paths = runtime.find_weights([MOTION_CHECKPOINT, MOTION_TEMPLATE], download)
         model = load_motion_generator(paths[MOTION_CHECKPOINT], paths[MOTION_TEMPLATE])
@@ -101,7 +100,7 @@ class JoyVASALoadFaceDetector:
         }}
 
     def load(self, detector, det_thresh, onnx_device, download):
-        from joyvasa.face.detect import DET_10G, LANDMARK_106, LANDMARK_203, FaceDetector
+        from ..joyvasa.face.detect import DET_10G, LANDMARK_106, LANDMARK_203, FaceDetector
 
         paths = runtime.find_weights([DET_10G, LANDMARK_106, LANDMARK_203], download)
         providers = ["CPUExecutionProvider"] if onnx_device == "cpu" else None

@@ -41,7 +41,7 @@ class JoyVASAEncodeAudio:
         }}
 
     def encode(self, motion_model, audio):
-        from joyvasa.motion import encode_speech
+        from ..joyvasa.motion import encode_speech
 
         waveform, rate = audio_input(audio)
         with motion_model.use() as model:
@@ -81,7 +81,7 @@ class JoyVASASampleMotion:
         }}
 
     def sample(self, motion_model, speech, cfg_scale, seed, smoothing, pe_mode, timing):
-        from joyvasa.motion import sample_speech_motion
+        from ..joyvasa.motion import sample_speech_motion
 
         n_steps = None
         bar = runtime.Progress(0)

@@ -40,7 +40,7 @@ FRAME_TOOLTIPS = ("The animated frames (connect to Create Video / Save Video).",
 
 def render_clip(renderer, source, motion: MotionClip, paste_back: bool, batch_size: int, **driving):
     """The Render node's work: frames as one IMAGE tensor, the synced AUDIO, the fps."""
-    from joyvasa.pipeline import DrivingOptions, animate
+    from ..joyvasa.pipeline import DrivingOptions, animate
 
     options = DrivingOptions(**driving)
     total = len(motion)

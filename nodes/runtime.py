@@ -145,7 +145,7 @@ def find_weights(relpaths, download: bool = True) -> dict[str, Path]:
     """Paths of official model files: ComfyUI's model folders, then the pack's `pretrained_weights/`.
     Missing files are downloaded (when `download` is on) to where the lookup searches first, with a
     progress bar per file."""
-    from joyvasa.download import ensure_weights
+    from ..joyvasa.download import ensure_weights
 
     bar = Progress(100)
 
@@ -158,6 +158,6 @@ def find_weights(relpaths, download: bool = True) -> dict[str, Path]:
 
 def weights_location():
     """$JOYVASA_WEIGHTS_DIR, then ComfyUI's model folders, then the pack's `pretrained_weights/`."""
-    from joyvasa.weights import default_location
+    from ..joyvasa.weights import default_location
 
     return default_location(host_dirs=model_dirs())

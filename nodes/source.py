@@ -27,7 +27,7 @@ def image_to_uint8(image: torch.Tensor) -> np.ndarray:
 def crop_for(image: np.ndarray, crop: str, detector, species: str, scale: float, vx_ratio: float, vy_ratio: float,
              face_index: int, box_xyxy):
     """Choose and compute the source crop (see the node's tooltips)."""
-    from joyvasa.face.source import box_crop, crop_source, no_crop
+    from ..joyvasa.face.source import box_crop, crop_source, no_crop
 
     if crop == "box":
         return box_crop(image, box_xyxy, scale=scale, vx_ratio=vx_ratio, vy_ratio=vy_ratio)
@@ -92,8 +92,8 @@ class JoyVASAPrepareSource:
 
     def prepare(self, renderer, image, crop, scale, vx_ratio, vy_ratio, face_index, max_dim, face_detector=None,
                 box_x=0, box_y=0, box_width=256, box_height=256):
-        from joyvasa.face.source import resize_to_limit
-        from joyvasa.pipeline import prepare_source
+        from ..joyvasa.face.source import resize_to_limit
+        from ..joyvasa.pipeline import prepare_source
 
         if crop not in CROP_MODES:
             raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")

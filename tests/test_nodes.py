@@ -14,14 +14,19 @@ import numpy as np
 import pytest
 import torch
 
-import nodes
-from nodes import runtime
-from nodes.loaders import JoyVASALoadFaceDetector, JoyVASALoadMotionGenerator, JoyVASALoadRenderer
-from nodes.motion import JoyVASAEncodeAudio, JoyVASASampleMotion
-from nodes.render import DRIVING_INPUTS, JoyVASAAnimate, JoyVASARender
-from nodes.source import JoyVASAPrepareSource
+from tests.pack import PACK
 from tests.test_motion import tiny_generator
 from tests.test_renderer_tiny import tiny_renderer
+
+# the nodes as ComfyUI imports them (the pack as a package; nodes reach joyvasa/ by relative imports)
+nodes = PACK.nodes
+runtime = nodes.runtime
+JoyVASALoadRenderer, JoyVASALoadMotionGenerator, JoyVASALoadFaceDetector = (
+    nodes.loaders.JoyVASALoadRenderer, nodes.loaders.JoyVASALoadMotionGenerator, nodes.loaders.JoyVASALoadFaceDetector)
+JoyVASAEncodeAudio, JoyVASASampleMotion = nodes.motion.JoyVASAEncodeAudio, nodes.motion.JoyVASASampleMotion
+JoyVASARender, JoyVASAAnimate, DRIVING_INPUTS = nodes.render.JoyVASARender, nodes.render.JoyVASAAnimate, \
+    nodes.render.DRIVING_INPUTS
+JoyVASAPrepareSource = nodes.source.JoyVASAPrepareSource
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVING = {k: v[1]["default"] for k, v in DRIVING_INPUTS.items()}
@@ -161,8 +166,9 @@ def test_prepare_source_refuses_unknown_crop(renderer):
 @pytest.mark.slow
 def test_whole_pack_through_the_nodes(kit, standin_weights, tmp_path, monkeypatch):
     """Loaders (stand-in official files), face detection, crop, speech, motion, render and paste-back."""
-    from joyvasa.weights import renderer_files
     from tests import onnx_standins
+
+    renderer_files = PACK.joyvasa.weights.renderer_files
 
     image_hw = (360, 400)
     face = onnx_standins.StandinFace(box=(140.0, 90.0, 260.0, 230.0))
@@ -187,7 +193,5 @@ def test_whole_pack_through_the_nodes(kit, standin_weights, tmp_path, monkeypatc
 
 def test_loader_without_weights_names_the_download(tmp_path, monkeypatch):
     monkeypatch.setenv("JOYVASA_WEIGHTS_DIR", str(tmp_path))
-    from joyvasa.weights import WeightsNotFoundError
-
-    with pytest.raises(WeightsNotFoundError, match="download KwaiVGI/LivePortrait"):
+    with pytest.raises(PACK.joyvasa.weights.WeightsNotFoundError, match="download KwaiVGI/LivePortrait"):
         JoyVASALoadRenderer().load("human", "v1.0", "fp32", "cpu", download=False)

@@ -57,7 +57,9 @@ def schema_of(node_class) -> NodeSchema:
 
 
 def all_schemas() -> dict[str, NodeSchema]:
-    import nodes
+    from tests.pack import PACK
+
+    nodes = PACK.nodes
 
     return {**CORE_NODES, **{k: schema_of(v) for k, v in nodes.NODE_CLASS_MAPPINGS.items()}}
 
@@ -142,3 +144,35 @@ def to_api_prompt(workflow: dict, schemas: dict[str, NodeSchema]) -> dict:
                 inputs[socket["name"]] = [str(src), src_slot]
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return prompt
+
+
+def schemas_from_object_info(info: dict) -> dict[str, NodeSchema]:
+    """Schemas of every node a running server knows, from its /object_info (widget order = input_order)."""
+    schemas = {}
+    for node_type, spec in info.items():
+        schema = NodeSchema()
+        order = spec.get("input_order", {})
+        for section in ("required", "optional"):
+            entries = spec.get("input", {}).get(section, {})
+            for name in order.get(section, list(entries)):
+                kind, options = (list(entries[name]) + [{}])[:2]
+                options = options or {}
+                if section == "optional":
+                    schema.optional.add(name)
+                if isinstance(kind, list) or kind in WIDGET_TYPES or kind == "COMBO":
+                    if kind == "COMBO":
+                        kind = options.get("options", [])
+                    schema.widgets.append((name, "combo-file" if options.get("image_upload") or options.get(
+                        "audio_upload") else (kind, options)))
+                    if options.get("control_after_generate"):
+                        schema.widgets.append((f"{name}__control", "control"))
+                    if options.get("image_upload"):
+                        schema.widgets.append(("upload", "ui"))
+                    if options.get("audio_upload"):
+                        schema.widgets += [("audioUI", "ui"), ("upload", "ui")]
+                else:
+                    schema.inputs[name] = kind
+        names = spec.get("output_name") or spec.get("output", [])
+        schema.outputs = list(zip(names, spec.get("output", []), strict=True))
+        schemas[node_type] = schema
+    return schemas
