@@ -96,6 +96,16 @@ class Progress:
             self._bar.update_absolute(done, total or self.total)
 
 
+class _PatcherTarget(torch.nn.Module):
+    """What ComfyUI's ModelPatcher manages: a plain holder of our model. The patcher sets bookkeeping
+    attributes (`device`, `model_lowvram`, ...) on the module it is given; our models expose `device` as a
+    read-only property, so they are not given to it directly."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.inner = model
+
+
 class ModelHandle:
     """A model that ComfyUI's memory management may move: on the offload device while idle, on the compute
     device while `with handle.use() as model:` runs. Outside ComfyUI it simply lives on its device."""
@@ -106,7 +116,8 @@ class ModelHandle:
         mp = _comfy("comfy.model_patcher")
         if mp is not None:
             model = model.to(offload_device())
-            self._patcher = mp.ModelPatcher(model, load_device=device, offload_device=offload_device())
+            self._patcher = mp.ModelPatcher(_PatcherTarget(model), load_device=device,
+                                            offload_device=offload_device())
         else:
             model = model.to(device)
         self._model = model

@@ -156,9 +156,12 @@ def test_workflow_runs(server, path):
     result = _run(server, to_api_prompt(workflow, schemas))
     status = result["status"]
     assert status["status_str"] == "success", json.dumps(status["messages"])[-3000:]
-    videos = [item for out in result["outputs"].values() for item in out.get("images", [])]
+    videos = [item for out in result["outputs"].values() for item in out.get("images", [])
+              if item.get("type") == "output" and item["filename"].endswith(".mp4")]
     assert videos, result["outputs"]
-    video = server["dir"] / "output" / videos[0]["subfolder"] / videos[0]["filename"]
+    item = videos[0]
+    video = server["dir"] / "output" / item["subfolder"] / item["filename"]
+    assert video.is_file(), f"SaveVideo reported {item}; output folder: {sorted(server['dir'].rglob('*.mp4'))}"
     with av.open(str(video)) as container:
         streams = {s.type: s for s in container.streams}
         v = streams["video"].codec_context
