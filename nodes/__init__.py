@@ -1,7 +1,7 @@
 """ComfyUI node classes (classic V1 API), thin adapters over `joyvasa/`. Registered by the pack's __init__."""
 from .loaders import JoyVASALoadFaceDetector, JoyVASALoadMotionGenerator, JoyVASALoadRenderer
 from .motion import JoyVASAEncodeAudio, JoyVASASampleMotion
-from .render import JoyVASAAnimate, JoyVASARender
+from .render import JoyVASAAnimate, JoyVASARender, JoyVASARenderToFile
 from .source import JoyVASAPrepareSource
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {
@@ -12,6 +12,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "JoyVASAEncodeAudio": JoyVASAEncodeAudio,
     "JoyVASASampleMotion": JoyVASASampleMotion,
     "JoyVASARender": JoyVASARender,
+    "JoyVASARenderToFile": JoyVASARenderToFile,
     "JoyVASAAnimate": JoyVASAAnimate,
 }
 
@@ -23,5 +24,6 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "JoyVASAEncodeAudio": "JoyVASA Encode Audio",
     "JoyVASASampleMotion": "JoyVASA Sample Motion",
     "JoyVASARender": "JoyVASA Render",
+    "JoyVASARenderToFile": "JoyVASA Render to File (mp4)",
     "JoyVASAAnimate": "JoyVASA Animate (all in one)",
 }

@@ -89,6 +89,49 @@ class JoyVASARender:
         return render_clip(renderer, source, motion, paste_back, batch_size, **driving)
 
 
+class JoyVASARenderToFile:
+    DESCRIPTION = ("Renders like JoyVASA Render but streams the frames straight into an mp4 (H.264 + AAC) in "
+                   "ComfyUI's output folder: memory stays flat however long the clip is.")
+    CATEGORY = CATEGORY
+    FUNCTION = "render"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("path",)
+    OUTPUT_TOOLTIPS = ("Path of the written mp4.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "renderer": (RENDERER, {"tooltip": "From JoyVASA Load Renderer (the same one as Prepare Source)."}),
+            "source": (SOURCE, {"tooltip": "From JoyVASA Prepare Source."}),
+            "motion": (MOTION, {"tooltip": "From JoyVASA Sample Motion."}),
+            **DRIVING_INPUTS, **OUTPUT_INPUTS,
+            "filename_prefix": ("STRING", {"default": "video/JoyVASA",
+                                           "tooltip": "Output file name prefix (a numbered .mp4 is added)."}),
+            "crf": ("INT", {"default": 18, "min": 0, "max": 51,
+                            "tooltip": "H.264 quality: lower = better and larger (18 is visually lossless)."}),
+        }}
+
+    def render(self, renderer, source, motion, paste_back, batch_size, filename_prefix, crf, **driving):
+        from ..joyvasa.pipeline import DrivingOptions, animate
+        from ..joyvasa.video import Mp4Writer
+
+        if source.species != renderer.info["species"]:
+            raise ValueError(f"the source was prepared with a {source.species} renderer but this renderer is "
+                             f"{renderer.info['species']}; connect the same renderer to both nodes")
+        path = runtime.output_path(filename_prefix, ".mp4")
+        bar = runtime.Progress(len(motion))
+        with renderer.use() as model, Mp4Writer(path, fps=motion.fps, audio=(motion.waveform, motion.sample_rate),
+                                                audio_delay=motion.audio_delay, crf=crf) as writer:
+            for frames in animate(model, source, motion.motion, DrivingOptions(**driving), paste_back, batch_size,
+                                  callback=bar):
+                writer.write(frames)
+                runtime.throw_if_interrupted()
+        folder, name = runtime.output_folder_and_name(path)
+        return {"ui": {"images": [{"filename": name, "subfolder": folder, "type": "output"}], "animated": (True,)},
+                "result": (str(path),)}
+
+
 class JoyVASAAnimate:
     DESCRIPTION = ("All in one: portrait + speech -> talking-head frames and synced audio (Prepare Source, "
                    "Encode Audio, Sample Motion and Render with their usual settings).")

@@ -172,3 +172,29 @@ def weights_location():
     from ..joyvasa.weights import default_location
 
     return default_location(host_dirs=model_dirs())
+
+
+def output_directory() -> Path:
+    """ComfyUI's output folder, or ./output outside ComfyUI."""
+    folder_paths = _comfy("folder_paths")
+    return Path(folder_paths.get_output_directory()) if folder_paths is not None else Path("output").resolve()
+
+
+def output_path(prefix: str, suffix: str) -> Path:
+    """A new numbered file `<prefix>_NNNNN_<suffix>` under the output folder (ComfyUI's naming rule)."""
+    root = output_directory()
+    target = (root / prefix).resolve()
+    if root.resolve() not in (target, *target.parents):
+        raise ValueError(f"filename_prefix {prefix!r} points outside the output folder {root}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stem = target.name or "JoyVASA"
+    taken = [p.name for p in target.parent.glob(f"{stem}_*_{suffix}")]
+    counter = 1 + max((int(n[len(stem) + 1:].split("_")[0]) for n in taken
+                       if n[len(stem) + 1:].split("_")[0].isdigit()), default=0)
+    return target.parent / f"{stem}_{counter:05}_{suffix}"
+
+
+def output_folder_and_name(path: Path) -> tuple[str, str]:
+    """(subfolder relative to the output folder, file name), as ComfyUI's UI expects them."""
+    relative = Path(path).resolve().relative_to(output_directory().resolve())
+    return str(relative.parent) if str(relative.parent) != "." else "", relative.name

@@ -195,3 +195,28 @@ def test_loader_without_weights_names_the_download(tmp_path, monkeypatch):
     monkeypatch.setenv("JOYVASA_WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(PACK.joyvasa.weights.WeightsNotFoundError, match="download KwaiVGI/LivePortrait"):
         JoyVASALoadRenderer().load("human", "v1.0", "fp32", "cpu", download=False)
+
+
+def test_render_to_file_streams_an_mp4(renderer, motion_model, tmp_path, monkeypatch):
+    import av
+
+    monkeypatch.chdir(tmp_path)  # outside ComfyUI the output folder is ./output
+    (speech,) = JoyVASAEncodeAudio().encode(motion_model, _audio(0.3))
+    (motion,) = JoyVASASampleMotion().sample(motion_model, speech, 2.8, 1, 0.01, "legacy", "original")
+    source, _ = _prepare(renderer)
+    node = nodes.NODE_CLASS_MAPPINGS["JoyVASARenderToFile"]()
+    first = node.render(renderer, source, motion, paste_back=True, batch_size=4, filename_prefix="clips/talk",
+                        crf=23, **DRIVING)
+    second = node.render(renderer, source, motion, paste_back=True, batch_size=4, filename_prefix="clips/talk",
+                         crf=23, **DRIVING)
+    path = Path(first["result"][0])
+    assert path.name == "talk_00001_.mp4" and Path(second["result"][0]).name == "talk_00002_.mp4"
+    assert first["ui"]["images"][0] == {"filename": "talk_00001_.mp4", "subfolder": "clips", "type": "output"}
+    with av.open(str(path)) as c:
+        assert next(s for s in c.streams if s.type == "video").frames == len(motion)
+        assert any(s.type == "audio" for s in c.streams)
+    with pytest.raises(ValueError, match="outside the output folder"):
+        node.render(renderer, source, motion, paste_back=True, batch_size=4, filename_prefix="../escape",
+                    crf=23, **DRIVING)
+    assert sorted(p.name for p in (tmp_path / "output" / "clips").iterdir()) == ["talk_00001_.mp4",
+                                                                                 "talk_00002_.mp4"]

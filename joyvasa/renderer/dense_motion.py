@@ -72,7 +72,11 @@ class DenseMotionNetwork(nn.Module):
     def forward(self, feature: Tensor, kp_driving: Tensor, kp_source: Tensor) -> DenseMotion:
         B, _, D, H, W = feature.shape
         K = kp_driving.shape[1]
-        feature = F.relu(self.norm(self.compress(feature)))  # Bx4xDxHxW
+        dtype = feature.dtype
+        # sampling grids, heatmaps and the blended deformation stay float32 whatever the network's dtype:
+        # keypoint positions need the precision (as under LivePortrait's fp16 autocast)
+        kp_driving, kp_source = kp_driving.float(), kp_source.float()
+        feature = F.relu(self.norm(self.compress(feature))).float()  # Bx4xDxHxW
 
         grid = coordinate_grid(D, H, W, like=kp_source)  # DxHxWx3
         # motion 0 is the identity (background); motion k moves driving keypoint k onto source keypoint k
@@ -87,12 +91,12 @@ class DenseMotionNetwork(nn.Module):
         heatmap = torch.cat([heatmap.new_zeros(B, 1, D, H, W), heatmap], dim=1)[:, :, None]  # Bx(K+1)x1xDxHxW
 
         x = torch.cat([heatmap, deformed], dim=2).view(B, -1, D, H, W)  # channel 5*j + c
-        prediction = self.hourglass(x)  # Bx142xDxHxW
+        prediction = self.hourglass(x.to(dtype))  # Bx142xDxHxW
 
-        mask = torch.softmax(self.mask(prediction), dim=1)  # Bx(K+1)xDxHxW
+        mask = torch.softmax(self.mask(prediction).float(), dim=1)  # Bx(K+1)xDxHxW
         deformation = (sparse_motions * mask[..., None]).sum(dim=1)  # BxDxHxWx3
 
         occlusion_map = None
         if self.config.estimate_occlusion_map:
-            occlusion_map = torch.sigmoid(self.occlusion(prediction.reshape(B, -1, H, W)))  # Bx1xHxW
+            occlusion_map = torch.sigmoid(self.occlusion(prediction.reshape(B, -1, H, W)).float())  # Bx1xHxW
         return DenseMotion(deformation, occlusion_map)

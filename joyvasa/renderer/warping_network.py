@@ -41,9 +41,10 @@ class WarpingNetwork(nn.Module):
 
     def forward(self, f_s: Tensor, x_s: Tensor, x_d: Tensor) -> WarpOutput:
         motion = self.dense_motion_network(f_s, kp_driving=x_d, kp_source=x_s)
-        warped = F.grid_sample(f_s, motion.deformation, align_corners=False)  # Bx32x16x64x64
+        # the warp itself runs in float32 (the grid is float32); the convolutions in the network's dtype
+        warped = F.grid_sample(f_s.float(), motion.deformation, align_corners=False).to(f_s.dtype)  # Bx32x16x64x64
         B, C, D, H, W = warped.shape
         out = self.fourth(self.third(warped.view(B, C * D, H, W)))  # Bx256x64x64
         if motion.occlusion_map is not None:
-            out = out * motion.occlusion_map
+            out = out * motion.occlusion_map.to(out.dtype)
         return WarpOutput(out, motion.deformation, motion.occlusion_map)
