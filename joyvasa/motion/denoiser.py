@@ -105,11 +105,41 @@ class DenoisingNetwork(nn.Module):
         x = x + self.positional_encoding(x.shape[1])
         return x + self.step_embedding(step)
 
-    def forward(self, x_t: Tensor, step: Tensor, audio: Tensor, prev_motion: Tensor, prev_audio: Tensor) -> Tensor:
-        """x_t (N, L, D), step (N,), audio (N, L, d), prev_motion (N, Lp, D), prev_audio (N, Lp, d)
-        -> x0 estimate for all Lp + L tokens (N, Lp + L, D); the sampler keeps the last L."""
-        N, L, D = x_t.shape
-        x = self.tokens(x_t, prev_motion, step)  # (N, Lp + L, d)
+    def audio_attention(self, audio: Tensor, prev_audio: Tensor) -> list[Tensor] | None:
+        """The cross-attention output of every layer, or None when it depends on the motion tokens.
+
+        With the alignment mask, token i attends to audio frame i alone: its softmax weight is exactly 1, so the
+        output is out_proj(V audio_i) whatever the query. It depends only on the window's audio, so the sampler
+        computes it once per window instead of at each of the 50 steps. (Equal to the full attention up to float
+        rounding: the V projection runs as its own matmul; 1.6e-6 on the kit's denoiser fixture.)
+        """
+        n = prev_audio.shape[1] + audio.shape[1]
+        if self.alignment_mask.shape != (n, n) or not torch.equal(self.alignment_mask, alignment_mask(n).to(
+                self.alignment_mask.device)):
+            return None
         memory = torch.cat([prev_audio, audio], dim=1)  # (N, Lp + L, d)
-        x = self.transformer(x, memory, memory_mask=self.alignment_mask)
+        out = []
+        for layer in self.transformer.layers:
+            attn = layer.multihead_attn
+            d = attn.embed_dim
+            w_v = attn.in_proj_weight[2 * d :]
+            b_v = attn.in_proj_bias[2 * d :] if attn.in_proj_bias is not None else None
+            out.append(attn.out_proj(nn.functional.linear(memory, w_v, b_v)))
+        return out
+
+    def forward(self, x_t: Tensor, step: Tensor, audio: Tensor, prev_motion: Tensor, prev_audio: Tensor,
+                audio_attention: list[Tensor] | None = None) -> Tensor:
+        """x_t (N, L, D), step (N,), audio (N, L, d), prev_motion (N, Lp, D), prev_audio (N, Lp, d)
+        -> x0 estimate for all Lp + L tokens (N, Lp + L, D); the sampler keeps the last L.
+        `audio_attention`: this window's `audio_attention(audio, prev_audio)`, to skip recomputing it."""
+        x = self.tokens(x_t, prev_motion, step)  # (N, Lp + L, d)
+        if audio_attention is None:
+            audio_attention = self.audio_attention(audio, prev_audio)
+        if audio_attention is None or self.training:
+            memory = torch.cat([prev_audio, audio], dim=1)  # (N, Lp + L, d)
+            return self.motion_dec(self.transformer(x, memory, memory_mask=self.alignment_mask))
+        for layer, cross in zip(self.transformer.layers, audio_attention, strict=True):  # post-LN decoder layers
+            x = layer.norm1(x + layer.self_attn(x, x, x, need_weights=False)[0])
+            x = layer.norm2(x + cross)
+            x = layer.norm3(x + layer.linear2(layer.activation(layer.linear1(x))))
         return self.motion_dec(x)  # (N, Lp + L, D)

@@ -42,13 +42,27 @@ class GuidedDenoiser:
 
     def __init__(self, net: nn.Module, null_audio: Tensor, cfg_scale: float):
         self.net, self.null_audio, self.cfg_scale = net, null_audio, float(cfg_scale)
+        self._window: tuple | None = None  # (audio, prev_audio, cached audio attention) of the current window
+
+    def _audio_attention(self, audio: Tensor, prev_audio: Tensor, both_audio: Tensor, both_prev: Tensor):
+        """The network's per-window audio attention, computed at the window's first step and reused."""
+        if not hasattr(self.net, "audio_attention"):
+            return None
+        if self._window is None or self._window[0] is not audio or self._window[1] is not prev_audio:
+            self._window = (audio, prev_audio, self.net.audio_attention(both_audio, both_prev))
+        return self._window[2]
 
     def __call__(self, x_t: Tensor, t: int, audio: Tensor, prev_motion: Tensor, prev_audio: Tensor) -> Tensor:
         N, L, _ = x_t.shape
         null = self.null_audio.to(audio).expand(N, L, -1)
         step = torch.full((2 * N,), t, dtype=torch.long, device=x_t.device)
-        out = self.net(torch.cat([x_t, x_t]), step, torch.cat([null, audio]), torch.cat([prev_motion, prev_motion]),
-                       torch.cat([prev_audio, prev_audio]))[:, -L:]  # (2N, L, D)
+        both_audio, both_prev = torch.cat([null, audio]), torch.cat([prev_audio, prev_audio])
+        extra = {}
+        cached = self._audio_attention(audio, prev_audio, both_audio, both_prev)
+        if cached is not None:
+            extra["audio_attention"] = cached
+        out = self.net(torch.cat([x_t, x_t]), step, both_audio, torch.cat([prev_motion, prev_motion]), both_prev,
+                       **extra)[:, -L:]  # (2N, L, D)
         uncond, cond = out[:N], out[N:]
         return uncond + self.cfg_scale * (cond - uncond)
 
