@@ -35,7 +35,8 @@ class SPADE(nn.Module):
 
     def forward(self, x: Tensor, segmap: Tensor) -> Tensor:
         normalized = F.instance_norm(x, eps=1e-5)
-        segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
+        if segmap.shape[2:] != x.shape[2:]:  # SPADEResnetBlock passes it already at x's size
+            segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
         actv = self.mlp_shared(segmap)
         return normalized * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
 
@@ -56,6 +57,8 @@ class SPADEResnetBlock(nn.Module):
             self.norm_s = SPADE(fin, label_nc, hidden)
 
     def forward(self, x: Tensor, seg: Tensor) -> Tensor:
+        if seg.shape[2:] != x.shape[2:]:  # resize once for the block's two or three SPADE layers
+            seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")
         x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
         dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2))
         dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2))

@@ -5,6 +5,8 @@ checkpoints are written in the official layout and read by our own loader.
 """
 from __future__ import annotations
 
+import copy
+import math
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +117,17 @@ def test_stitching_and_retargeting(golden, network):
     g.check("out_lip_delta", retarget_lip(renderer, x_s, torch.from_numpy(g["in_lip_ratio"])))
     g.check("out_eye_delta", retarget_eye(renderer, x_s, torch.from_numpy(g["in_eye_ratio"])))
     _all_checked(g)
+
+
+@pytest.mark.parametrize("species", SPECIES)
+def test_bfloat16_frames_stay_close_to_float32(golden, network, species):
+    """The fast bf16 mode: warp + generate on the kit's inputs within 35 dB PSNR of the original's fp32 frame."""
+    g = golden(f"03_warp_decode_{species}.npz")
+    renderer = _renderer_with(network, g.meta)
+    fast = LivePortraitRenderer(None, None, copy.deepcopy(renderer.warping).to(torch.bfloat16),
+                                copy.deepcopy(renderer.generator).to(torch.bfloat16), None)
+    f_s = torch.from_numpy(g["in_f_s"]).to(torch.bfloat16)
+    image, _ = warp_decode(fast, f_s, torch.from_numpy(g["in_x_s"]), torch.from_numpy(g["in_x_d"]))
+    mse = float(((image - torch.from_numpy(g["out_image"])) ** 2).mean())
+    psnr = 10 * math.log10(1.0 / max(mse, 1e-20))
+    assert image.dtype == torch.float32 and psnr >= 35.0, f"bf16 PSNR {psnr:.1f} dB"
