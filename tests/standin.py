@@ -17,7 +17,7 @@ import pathlib
 import pickle
 import zlib
 from collections import OrderedDict
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,7 @@ def kit_required() -> bool:
     return bool(os.environ.get("JOYVASA_REFERENCE_DIR"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fill_module(kit: Path):
     spec = importlib.util.spec_from_file_location("joyvasa_kit_fill", kit / "fill.py")
     module = importlib.util.module_from_spec(spec)
@@ -57,7 +57,7 @@ def fill(kit: Path, key: str, shape, seed: int) -> np.ndarray:
     return _fill_module(kit).fill(key, tuple(shape), seed)
 
 
-@lru_cache(maxsize=None)
+@cache
 def manifest_index(kit: Path) -> dict[str, str]:
     return json.loads((kit / "manifest" / "index.json").read_text())
 
@@ -124,7 +124,7 @@ def state_tensors(kit: Path, relpath: str, seed: int = 0) -> dict[str, np.ndarra
         u, v = spectral_uv(values[base + "_orig"])
         values[key] = u if key.endswith("_u") else v
     for entry in manifest["tensors"]:  # aliases of tied parameters carry the same values
-        if "tied_to" in entry:
+        if entry.get("tied_to"):  # X-Pose lists tied_to for every key (None when not an alias)
             values[entry["key"]] = values[entry["tied_to"]]
     return {e["key"]: values[e["key"]] for e in manifest["tensors"]}
 
