@@ -102,6 +102,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
 
     from .face.detect import FaceDetector, NoFaceError
     from .face.source import box_crop, crop_source, no_crop, resize_to_limit
+    from .face.xpose import NoAnimalFoundError
     from .motion import generate_motion, load_motion_generator
     from .pipeline import DrivingOptions, animate, prepare_source, will_paste_back
     from .renderer import load_renderer
@@ -118,24 +119,31 @@ def cmd_animate(args: argparse.Namespace) -> int:
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         if args.crop == "auto" and args.species == "human":
-            detector = FaceDetector.from_weights(location, det_thresh=args.det_thresh)
+            detector = FaceDetector.from_weights(location, det_thresh=0.15 if args.det_thresh is None else
+                                                 args.det_thresh)
             face = detector.find(image, face_index=args.face_index)
             crop = crop_source(image, face, scale=args.scale, vx_ratio=args.vx_ratio, vy_ratio=args.vy_ratio,
                                rotate=args.rotate)
+        elif args.crop == "auto":  # animal: X-Pose finds the 9 animal-face keypoints
+            from .face.source import landmark_crop
+            from .face.xpose import XPOSE_FILE, detect_animal_keypoints, load_xpose
+
+            found = detect_animal_keypoints(load_xpose(location.find(XPOSE_FILE), device=device), image,
+                                            min_score=0.0 if args.det_thresh is None else args.det_thresh)
+            crop = landmark_crop(image, found.points, scale=args.scale, vx_ratio=args.vx_ratio,
+                                 vy_ratio=args.vy_ratio, rotate=args.rotate)
         elif args.crop == "box":
             if args.box is None:
                 raise SystemExit("error: --crop box needs --box X1 Y1 X2 Y2 (the face's extent in pixels)")
             crop = box_crop(image, args.box, scale=args.scale, vx_ratio=args.vx_ratio, vy_ratio=args.vy_ratio)
         else:
-            if args.crop == "auto":
-                log.info("animal mode without a box: the whole image is used (pass --crop box --box ...)")
             crop = no_crop(image)
         renderer = load_renderer(args.species, args.animal_version, location=location, device=device,
                                  dtype=getattr(torch, args.precision))
         generator = load_motion_generator(location.find("JoyVASA/motion_generator/motion_generator_hubert_chinese.pt"),
                                           location.find("JoyVASA/motion_template/motion_template.pkl"),
                                           pe_mode=args.pe_mode).to(device)
-    except (WeightsNotFoundError, NoFaceError) as err:
+    except (WeightsNotFoundError, NoFaceError, NoAnimalFoundError) as err:
         raise SystemExit(f"error: {err}") from None
 
     start = time.perf_counter()
@@ -183,10 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--weights-dir", type=Path, default=None,
                    help="folder laid out like pretrained_weights/ (default: $JOYVASA_WEIGHTS_DIR, then the pack's)")
     a.add_argument("--crop", choices=("auto", "none", "box"), default="auto",
-                   help="auto: detect the face (human); none: the image is a face crop; box: use --box")
+                   help="auto: detect the face (InsightFace for people, X-Pose for animals); none: the image "
+                        "is a face crop; box: use --box")
     a.add_argument("--box", type=float, nargs=4, metavar=("X1", "Y1", "X2", "Y2"), help="face box for --crop box")
     a.add_argument("--face-index", type=int, default=0, help="which face, 0 = largest")
-    a.add_argument("--det-thresh", "--det_thresh", type=float, default=0.15, help="face detection threshold")
+    a.add_argument("--det-thresh", "--det_thresh", type=float, default=None,
+                   help="detection score threshold (default: 0.15 for faces; 0 for animals = the best candidate)")
     a.add_argument("--scale", type=float, default=2.3, help="crop size relative to the face")
     a.add_argument("--vx-ratio", "--vx_ratio", type=float, default=0.0, help="horizontal crop shift")
     a.add_argument("--vy-ratio", "--vy_ratio", type=float, default=-0.125, help="vertical crop shift (negative = up)")

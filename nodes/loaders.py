@@ -12,6 +12,7 @@ from .types import CATEGORY, FACE_DETECTOR, MOTION_MODEL, RENDERER, FaceDetector
 MOTION_CHECKPOINT = "JoyVASA/motion_generator/motion_generator_hubert_chinese.pt"
 MOTION_TEMPLATE = "JoyVASA/motion_template/motion_template.pkl"
 
+DETECTORS = ["insightface (human)", "x-pose (animal)"]
 DEVICE = (["auto", "cpu", "cuda", "mps"], {
     "default": "auto", "tooltip": "Where the model runs: auto = ComfyUI's compute device (the GPU if any)."})
 DOWNLOAD = ("BOOLEAN", {
@@ -78,7 +79,8 @@ class JoyVASALoadMotionGenerator:
 
 class JoyVASALoadFaceDetector:
     DESCRIPTION = ("Loads the face detector used to crop the source portrait: InsightFace buffalo_l + "
-                   "LivePortrait's 203-point landmarks for people (models are non-commercial).")
+                   "LivePortrait's 203-point landmarks for people, X-Pose animal-face keypoints for cats and dogs "
+                   "(both are for non-commercial use only).")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (FACE_DETECTOR,)
@@ -88,18 +90,26 @@ class JoyVASALoadFaceDetector:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "detector": (["insightface (human)"], {
-                "default": "insightface (human)", "tooltip": "Which detector finds the face."}),
+            "detector": (DETECTORS, {
+                "default": DETECTORS[0], "tooltip": "insightface for people; x-pose for animal faces (runs in plain "
+                                                    "PyTorch on any device, no compiled CUDA op needed)."}),
             "det_thresh": ("FLOAT", {
-                "default": 0.15, "min": 0.01, "max": 0.99, "step": 0.01,
-                "tooltip": "Face score threshold: lower finds harder faces but risks false detections."}),
+                "default": 0.15, "min": 0.0, "max": 0.99, "step": 0.01,
+                "tooltip": "Score threshold: lower finds harder faces but risks false detections. X-Pose: 0 keeps "
+                           "the best candidate whatever its score (the original's behaviour)."}),
             "onnx_device": (["auto", "cpu"], {
-                "default": "auto", "tooltip": "auto = CUDA / CoreML when onnxruntime-gpu or CoreML is installed, "
-                                              "else CPU."}),
+                "default": "auto", "tooltip": "Where the detector runs: auto = CUDA / CoreML when available "
+                                              "(insightface needs onnxruntime-gpu for CUDA), else the CPU."}),
             "download": DOWNLOAD,
         }}
 
     def load(self, detector, det_thresh, onnx_device, download):
+        if detector == DETECTORS[1]:
+            from ..joyvasa.face.xpose import XPOSE_FILE, load_xpose
+
+            path = runtime.find_weights([XPOSE_FILE], download)[XPOSE_FILE]
+            device = runtime.compute_device("cpu" if onnx_device == "cpu" else "auto")
+            return (FaceDetectorHandle("xpose", runtime.ModelHandle(load_xpose(path), device), det_thresh),)
         from ..joyvasa.face.detect import DET_10G, LANDMARK_106, LANDMARK_203, FaceDetector
 
         paths = runtime.find_weights([DET_10G, LANDMARK_106, LANDMARK_203], download)

@@ -27,18 +27,27 @@ def image_to_uint8(image: torch.Tensor) -> np.ndarray:
 def crop_for(image: np.ndarray, crop: str, detector, species: str, scale: float, vx_ratio: float, vy_ratio: float,
              face_index: int, box_xyxy):
     """Choose and compute the source crop (see the node's tooltips)."""
-    from ..joyvasa.face.source import box_crop, crop_source, no_crop
+    from ..joyvasa.face.source import box_crop, crop_source, landmark_crop, no_crop
 
     if crop == "box":
         return box_crop(image, box_xyxy, scale=scale, vx_ratio=vx_ratio, vy_ratio=vy_ratio)
-    if detector is not None and detector.kind == "insightface" and species == "animal" and crop == "auto":
-        raise ValueError("An InsightFace (human) detector is connected to an animal renderer. Disconnect it and "
-                         "use crop = box (or none), or load the renderer with species = human.")
-    if crop == "auto" and detector is not None:
+    if detector is not None and crop == "auto":
+        wanted = "xpose" if species == "animal" else "insightface"
+        if detector.kind != wanted:
+            raise ValueError(f"A {detector.kind} face detector is connected to a {species} renderer: load the face "
+                             f"detector as {'x-pose (animal)' if species == 'animal' else 'insightface (human)'}, "
+                             "or use crop = box / none.")
+        if detector.kind == "xpose":
+            from ..joyvasa.face.xpose import detect_animal_keypoints
+
+            with detector.detector.use() as model:
+                found = detect_animal_keypoints(model, image, min_score=detector.det_thresh)
+            return landmark_crop(image, found.points, scale=scale, vx_ratio=vx_ratio, vy_ratio=vy_ratio)
         face = detector.detector.find(image, face_index=face_index)
         return crop_source(image, face, scale=scale, vx_ratio=vx_ratio, vy_ratio=vy_ratio)
     landmarks = None
-    if detector is not None and species == "human":  # for normalize-lip, as the original does without a crop
+    if detector is not None and detector.kind == "insightface" and species == "human":
+        # landmarks for normalize-lip, as the original computes them without a crop
         try:
             landmarks = detector.detector.find(image, face_index=face_index).landmarks_203
         except ValueError as err:

@@ -220,3 +220,29 @@ def test_render_to_file_streams_an_mp4(renderer, motion_model, tmp_path, monkeyp
                     crf=23, **DRIVING)
     assert sorted(p.name for p in (tmp_path / "output" / "clips").iterdir()) == ["talk_00001_.mp4",
                                                                                  "talk_00002_.mp4"]
+
+
+@pytest.mark.slow
+def test_animal_found_automatically_and_pasted_back(kit, standin_weights, monkeypatch):
+    """An uncropped animal picture: X-Pose finds the face (no box), the animal renderer animates it, pasted back."""
+    import cv2
+
+    renderer_files = PACK.joyvasa.weights.renderer_files
+    root = standin_weights([*renderer_files("animal").values(), "liveportrait_animals/xpose.pth",
+                            "JoyVASA/motion_generator/motion_generator_hubert_chinese.pt",
+                            "JoyVASA/motion_template/motion_template.pkl"])
+    monkeypatch.setenv("JOYVASA_WEIGHTS_DIR", str(root))
+    (renderer,) = JoyVASALoadRenderer().load("animal", "v1.0", "fp32", "cpu", download=False)
+    (motion_model,) = JoyVASALoadMotionGenerator().load("cpu", download=False)
+    (detector,) = JoyVASALoadFaceDetector().load("x-pose (animal)", 0.0, "cpu", download=False)
+    cat = cv2.cvtColor(cv2.imread(str(REPO / "examples" / "cat.png")), cv2.COLOR_BGR2RGB)  # 451 x 300
+    image = torch.from_numpy(cat).float()[None] / 255
+    frames, audio, fps = JoyVASAAnimate().animate(renderer, motion_model, image, _audio(0.05), "auto", 2.8, 0, 1.0,
+                                                  paste_back=True, batch_size=4, face_detector=detector)
+    assert frames.shape == ((800 + 1920) // 640, 300, 450, 3)  # full picture, odd width trimmed to even
+    with pytest.raises(ValueError, match="x-pose"):
+        JoyVASAPrepareSource().prepare(renderer, image, "auto", 2.3, 0.0, -0.125, 0, 1280,
+                                       face_detector=PACK.nodes.types.FaceDetectorHandle("insightface", None))
+    with pytest.raises(PACK.joyvasa.face.xpose.NoAnimalFoundError, match="min_score"):
+        strict = PACK.nodes.types.FaceDetectorHandle("xpose", detector.detector, det_thresh=1.0)
+        JoyVASAPrepareSource().prepare(renderer, image, "auto", 2.3, 0.0, -0.125, 0, 1280, face_detector=strict)

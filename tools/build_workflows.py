@@ -103,12 +103,11 @@ def every_stage(species: str) -> None:
     audio = g.node("LoadAudio", (0, 360), {"audio": "speech_en.wav"}, size=(300, 140))
     renderer = g.node("JoyVASALoadRenderer", (340, 0), {"species": species})
     motion_model = g.node("JoyVASALoadMotionGenerator", (340, 220))
-    prepare_widgets = {"crop": "auto"} if human else {
-        "crop": "box", "box_x": 150, "box_y": 50, "box_width": 170, "box_height": 150}
-    prepare = g.node("JoyVASAPrepareSource", (700, 0), prepare_widgets, size=(340, 380))
-    if human:
-        detector = g.node("JoyVASALoadFaceDetector", (340, 360))
-        g.link(detector, "face_detector", prepare, "face_detector")
+    prepare = g.node("JoyVASAPrepareSource", (700, 0), {"crop": "auto"}, size=(340, 380))
+    # the face is found automatically: InsightFace for people, X-Pose for animals (0 = its best candidate)
+    detector = g.node("JoyVASALoadFaceDetector", (340, 360), {} if human else {
+        "detector": "x-pose (animal)", "det_thresh": 0.0})
+    g.link(detector, "face_detector", prepare, "face_detector")
     g.link(renderer, "renderer", prepare, "renderer")
     g.link(image, "IMAGE", prepare, "image")
     encode = g.node("JoyVASAEncodeAudio", (700, 420), size=(300, 80))
@@ -130,8 +129,8 @@ def every_stage(species: str) -> None:
                "of JoyVASA is on one of these nodes.")
     else:
         g.save("joyvasa_animal_talking_portrait", "Talking portrait (animal)",
-               "The cat/dog renderer with the face box given by hand (crop = box); the same speech-driven "
-               "motion as for people.")
+               "The cat/dog renderer; X-Pose finds the animal's face (no box to draw), the same speech-driven "
+               "motion as for people, pasted back into the full picture.")
 
 
 def thumbnail(name: str, title: str, picture: str) -> None:

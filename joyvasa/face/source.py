@@ -84,10 +84,17 @@ def crop_source(image: np.ndarray, face: Face, scale: float = 2.3, vx_ratio: flo
     rotation on (the crop follows the head's roll). The original never forwards ``vx_ratio`` (it is always
     0); it is honoured here when given.
     """
+    return landmark_crop(image, face.landmarks_106, scale, vx_ratio, vy_ratio, dsize, rotate, face.landmarks_203)
+
+
+def landmark_crop(image: np.ndarray, points: np.ndarray, scale: float = 2.3, vx_ratio: float = 0.0,
+                  vy_ratio: float = -0.125, dsize: int = 512, rotate: bool = True,
+                  landmarks_203: np.ndarray | None = None) -> SourceCrop:
+    """The similarity crop from any supported landmark layout: 106 (human) or the 9 X-Pose animal points.
+    ``landmarks_203`` (image pixels), when known, are carried into the crop's frame for normalize-lip."""
     image = _check_image(image)
-    crop = crop_image(image, face.landmarks_106, dsize=dsize, scale=scale, vx_ratio=vx_ratio, vy_ratio=vy_ratio,
-                      rotate=rotate)
-    lmk = transform_points(face.landmarks_203, crop.M_o2c).astype(np.float32)
+    crop = crop_image(image, points, dsize=dsize, scale=scale, vx_ratio=vx_ratio, vy_ratio=vy_ratio, rotate=rotate)
+    lmk = None if landmarks_203 is None else transform_points(landmarks_203, crop.M_o2c).astype(np.float32)
     return SourceCrop(crop.image, resize_area(crop.image, NETWORK_SIZE), crop.M_o2c, crop.M_c2o, lmk)
 
 
