@@ -45,12 +45,16 @@ def render_clip(renderer, source, motion: MotionClip, paste_back: bool, batch_si
     options = DrivingOptions(**driving)
     total = len(motion)
     bar = runtime.Progress(total)
-    batches = []
+    images = None  # (T, H, W, 3) float32, allocated once the frame size is known, filled batch by batch
+    done = 0
     with renderer.use() as model:
         for frames in animate(model, source, motion.motion, options, paste_back, batch_size, callback=bar):
-            batches.append(torch.from_numpy(frames).to(runtime.intermediate_device()).float().div_(255))
+            if images is None:
+                images = torch.empty((total, *frames.shape[1:]), dtype=torch.float32,
+                                     device=runtime.intermediate_device())
+            images[done:done + len(frames)] = torch.from_numpy(frames).to(images.device).float().div_(255)
+            done += len(frames)
             runtime.throw_if_interrupted()
-    images = torch.cat(batches)
     return images, synced_audio(motion, total), motion.fps
 
 

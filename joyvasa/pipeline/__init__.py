@@ -14,7 +14,7 @@ import numpy as np
 
 from ..renderer import LivePortraitRenderer
 from .driving import DrivingKeypoints, DrivingOptions, driving_keypoints, motion_multiplier
-from .render import PasteBack, ProgressCallback, collect, render_frames, stream_uint8
+from .render import PasteBack, ProgressCallback, render_frames, stream_uint8
 from .source import Source, prepare_source
 
 
@@ -38,6 +38,6 @@ def animate(renderer: LivePortraitRenderer, source: Source, motion, options: Dri
 
 
 __all__ = [
-    "DrivingKeypoints", "DrivingOptions", "PasteBack", "Source", "animate", "collect", "driving_keypoints",
+    "DrivingKeypoints", "DrivingOptions", "PasteBack", "Source", "animate", "driving_keypoints",
     "motion_multiplier", "prepare_source", "render_frames", "stream_uint8", "will_paste_back",
 ]

@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from ..face import mask_template, paste_back, paste_back_mask
@@ -57,9 +56,3 @@ def stream_uint8(frames: Iterator[Tensor], paste: PasteBack | None = None) -> It
     for batch in frames:
         u8 = to_uint8(batch).cpu().numpy()
         yield paste(u8) if paste is not None else u8
-
-
-def collect(batches: Iterator[np.ndarray]) -> torch.Tensor:
-    """Gather a stream into one (T, H, W, 3) uint8 tensor (only for callers that want the whole clip)."""
-    out = [torch.from_numpy(b) for b in batches]
-    return torch.cat(out) if out else torch.zeros(0, 0, 0, 3, dtype=torch.uint8)
