@@ -58,6 +58,12 @@ def render_clip(renderer, source, motion: MotionClip, paste_back: bool, batch_si
     return images, synced_audio(motion, total), motion.fps
 
 
+def check_same_species(renderer, source) -> None:
+    if source.species != renderer.info["species"]:
+        raise ValueError(f"the source was prepared with a {source.species} renderer but this renderer is "
+                         f"{renderer.info['species']}; connect the same renderer to both nodes")
+
+
 def synced_audio(motion: MotionClip, n_frames: int) -> dict:
     """The speech delayed by the motion's lead and cut or padded to the clip's duration."""
     rate = motion.sample_rate
@@ -87,9 +93,7 @@ class JoyVASARender:
         }}
 
     def render(self, renderer, source, motion, paste_back, batch_size, **driving):
-        if source.species != renderer.info["species"]:
-            raise ValueError(f"the source was prepared with a {source.species} renderer but this renderer is "
-                             f"{renderer.info['species']}; connect the same renderer to both nodes")
+        check_same_species(renderer, source)
         return render_clip(renderer, source, motion, paste_back, batch_size, **driving)
 
 
@@ -120,9 +124,7 @@ class JoyVASARenderToFile:
         from ..joyvasa.pipeline import DrivingOptions, animate
         from ..joyvasa.video import Mp4Writer
 
-        if source.species != renderer.info["species"]:
-            raise ValueError(f"the source was prepared with a {source.species} renderer but this renderer is "
-                             f"{renderer.info['species']}; connect the same renderer to both nodes")
+        check_same_species(renderer, source)
         path = runtime.output_path(filename_prefix, ".mp4")
         bar = runtime.Progress(len(motion))
         with renderer.use() as model, Mp4Writer(path, fps=motion.fps, audio=(motion.waveform, motion.sample_rate),
