@@ -148,18 +148,24 @@ def similarity_crop_matrices(points, dsize: int = 512, scale: float = 2.3, vx_ra
     ``M_c2o`` maps crop pixels back to the original image (float32 inverse of ``M_o2c``).
     """
     center, size, angle = crop_rect(points, scale=scale, vx_ratio=vx_ratio, vy_ratio=vy_ratio)
-    s = float(dsize) / float(size[0])
+    return square_crop_matrices(float(center[0]), float(center[1]), float(size[0]), dsize,
+                                angle if rotate else None)
+
+
+def square_crop_matrices(cx: float, cy: float, side: float, dsize: int, angle: float | None = None):
+    """``(M_o2c, M_c2o)`` (3, 3) float32: the square of ``side`` pixels centred at (cx, cy), rotated by
+    ``-angle`` radians when given, mapped onto a ``dsize`` x ``dsize`` crop. Entries are computed in float64
+    and stored as float32; ``M_c2o`` is the float32 inverse, as the original."""
+    s = float(dsize) / side
     half = float(dsize) / 2
-    cx, cy = float(center[0]), float(center[1])
-    if rotate:
+    if angle is not None:
         cos_t, sin_t = math.cos(angle), math.sin(angle)
         m = [[s * cos_t, s * sin_t, half - s * (cos_t * cx + sin_t * cy)],
              [-s * sin_t, s * cos_t, half - s * (-sin_t * cx + cos_t * cy)]]
     else:
         m = [[s, 0.0, half - s * cx], [0.0, s, half - s * cy]]
     m_o2c = np.array(m + [[0.0, 0.0, 1.0]], dtype=np.float32)
-    m_c2o = np.linalg.inv(m_o2c)  # float32 inverse, as the original
-    return m_o2c, m_c2o
+    return m_o2c, np.linalg.inv(m_o2c)
 
 
 def transform_points(points, M) -> np.ndarray:

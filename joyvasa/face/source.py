@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .crop import crop_image, resize_area, transform_points
+from .crop import crop_image, resize_area, square_crop_matrices, transform_points
 from .detect import Face, _check_image
 
 __all__ = [
@@ -98,15 +98,6 @@ def landmark_crop(image: np.ndarray, points: np.ndarray, scale: float = 2.3, vx_
     return SourceCrop(crop.image, resize_area(crop.image, NETWORK_SIZE), crop.M_o2c, crop.M_c2o, lmk)
 
 
-def _square_crop_matrices(cx: float, cy: float, side: float, dsize: int) -> tuple[np.ndarray, np.ndarray]:
-    """Axis-aligned square of ``side`` pixels centred at (cx, cy) -> dsize x dsize, built like crop.py's
-    matrices (float64 entries stored as float32, float32 inverse)."""
-    s = float(dsize) / side
-    half = float(dsize) / 2
-    m_o2c = np.array([[s, 0.0, half - s * cx], [0.0, s, half - s * cy], [0.0, 0.0, 1.0]], dtype=np.float32)
-    return m_o2c, np.linalg.inv(m_o2c)
-
-
 def box_crop(image: np.ndarray, box_xyxy, scale: float = 2.3, vx_ratio: float = 0.0, vy_ratio: float = -0.125,
              dsize: int = 512) -> SourceCrop:
     """A square crop around a given face box (animal mode without X-Pose, or a manual box).
@@ -126,7 +117,7 @@ def box_crop(image: np.ndarray, box_xyxy, scale: float = 2.3, vx_ratio: float = 
     side = scale * extent
     cx = (x1 + x2) / 2 + vx_ratio * side
     cy = (y1 + y2) / 2 + vy_ratio * side
-    m_o2c, m_c2o = _square_crop_matrices(cx, cy, side, dsize)
+    m_o2c, m_c2o = square_crop_matrices(cx, cy, side, dsize)
     crop = cv2.warpAffine(np.ascontiguousarray(image), m_o2c[:2], (dsize, dsize), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return SourceCrop(crop, resize_area(crop, NETWORK_SIZE), m_o2c, m_c2o, None)
