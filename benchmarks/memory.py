@@ -28,8 +28,8 @@ def _one_clip(seconds: float) -> dict:
     from joyvasa.face.source import box_crop
     from joyvasa.motion import generate_motion
     from joyvasa.pipeline import DrivingOptions, animate, prepare_source
+    from joyvasa.testing.tiny import tiny_renderer
     from joyvasa.video import Mp4Writer
-    from tests.test_renderer_tiny import tiny_renderer
 
     renderer = tiny_renderer()
     generator = random_full_size_generator()

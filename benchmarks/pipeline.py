@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     tmp = None
     root = args.weights_dir
     if root is None:
-        from tests import standin
+        from joyvasa.testing import standin
 
         tmp = tempfile.TemporaryDirectory(prefix="joyvasa-bench-")
         root = Path(tmp.name)

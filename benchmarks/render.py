@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     tmp = None
     root = args.weights_dir
     if root is None:
-        from tests import standin
+        from joyvasa.testing import standin
 
         tmp = tempfile.TemporaryDirectory(prefix="joyvasa-bench-")
         root = standin.write_liveportrait(standin.kit_dir(), Path(tmp.name), "human")

@@ -6,15 +6,36 @@ safetensors. Every failure names the file and says what to do.
 """
 from __future__ import annotations
 
+import argparse
 import pickle
+import re
 import zipfile
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import torch
 from torch import nn
 
 MAX_KEYS_LISTED = 8
+
+# Harmless objects that official training checkpoints hold besides tensors (their `args`); nothing else is
+# unpickled. Paths become *pure* paths, which every OS can create (a Linux PosixPath cannot be made on Windows).
+TRAINING_ARGS_GLOBALS = (
+    argparse.Namespace,
+    (PurePosixPath, "pathlib.PosixPath"),
+    (PurePosixPath, "pathlib._local.PosixPath"),  # pickled by Python >= 3.13
+    (PureWindowsPath, "pathlib.WindowsPath"),
+    (PureWindowsPath, "pathlib._local.WindowsPath"),
+)
+
+# Globals of files this pack knows, by what they tell about the file: such a file is not malicious, only not
+# the one expected here (two files swapped, or a file of another model in this place).
+_KNOWN_FOREIGN_GLOBALS = {
+    "argparse.": "a training checkpoint with its arguments (like JoyVASA's motion generator or X-Pose)",
+    "pathlib.": "a training checkpoint with its arguments (like JoyVASA's motion generator or X-Pose)",
+    "numpy.": "pickled NumPy arrays (like JoyVASA's motion_template.pkl)",
+}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class CheckpointError(RuntimeError):
@@ -44,12 +65,31 @@ def read_checkpoint(path: str | Path, allowed_globals: Iterable = ()) -> object:
         with torch.serialization.safe_globals(list(allowed_globals)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"Refused to load {path}: it contains Python objects outside the allowed list "
-            f"({str(err).splitlines()[0]}). Only plain tensors are loaded, so a file that needs arbitrary "
-            f"code is either not an official checkpoint or has been tampered with.") from None
+        raise CheckpointError(refusal_message(path, str(err))) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(f"Cannot read {path}: {str(err).splitlines()[0]}. {_redownload_hint(path)}") from None
+        raise CheckpointError(f"Cannot read {path}: {first_line(err)}. {_redownload_hint(path)}") from None
+
+
+def first_line(err: BaseException | str) -> str:
+    """The first line of an error message, without terminal colour codes (torch colours some of its own)."""
+    lines = _ANSI.sub("", str(err)).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def refusal_message(path: Path, error: str) -> str:
+    """Why a file's pickle was refused, told apart: a known file of another kind in the wrong place, not a
+    weights file at all, or objects that no official file holds."""
+    text = _ANSI.sub("", error)
+    found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"global ([\w.]+)", text)
+    name = found.group(1) if found else None
+    if name is not None:
+        for prefix, kind in _KNOWN_FOREIGN_GLOBALS.items():
+            if name.startswith(prefix):
+                return (f"{path} is not the file expected here: it holds {kind}, not plain weights. Check that "
+                        "the files are in their official places (not swapped or renamed).")
+        return (f"Refused to load {path}: it asks to import {name}, which no official checkpoint does; nothing in "
+                f"it was run. Is it the right file? {_redownload_hint(path)}")
+    return f"Cannot read {path}: it is not a PyTorch weights file ({first_line(text)}). {_redownload_hint(path)}"
 
 
 def strip_prefix(state: Mapping[str, torch.Tensor], substring: str) -> dict[str, torch.Tensor]:

@@ -7,13 +7,14 @@ leaves a half-written video behind.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .files import AtomicFile
+from .motion.audio import as_channels
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +38,21 @@ class Mp4Writer:
         self.fps = Fraction(fps).limit_denominator(1001)
         self.crf, self.preset = crf, preset
         self.frames = 0
-        self._audio = None if audio is None else _as_channels(*audio, audio_delay)
+        self._audio = None if audio is None else _aac_channels(*audio, audio_delay)
         self._container = None
         self._video = None
         self._audio_stream = None
-        self._tmp: Path | None = None
+        self._file = AtomicFile(self.path)
 
     def __enter__(self) -> Mp4Writer:
         import av
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".partial.mp4", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
-        self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        tmp = self._file.__enter__()
+        try:
+            self._container = av.open(str(tmp), mode="w", format="mp4")
+        except BaseException:
+            self._file.discard()
+            raise
         return self
 
     def write(self, frames) -> None:
@@ -82,10 +84,7 @@ class Mp4Writer:
 
         wave, rate, delay = self._audio
         channels = wave.shape[0]
-        n_out = int(round(self.frames / float(self.fps) * rate))
-        lead = np.zeros((channels, int(round(delay * rate))), dtype=np.float32)
-        wave = np.concatenate([lead, wave], axis=1)[:, :n_out]
-        wave = np.pad(wave, ((0, 0), (0, n_out - wave.shape[1])))
+        wave = fit_audio(wave, rate, self.frames, float(self.fps), delay).numpy()
         layout = "stereo" if channels == 2 else "mono"
         stream = self._audio_stream
         resampler = av.AudioResampler(format="fltp", layout=layout, rate=AUDIO_RATE)
@@ -113,23 +112,29 @@ class Mp4Writer:
                     self._write_audio()
             self._container.close()
         except BaseException:
-            self._tmp.unlink(missing_ok=True)
+            self._file.discard()
             raise
+        self._file.__exit__(exc_type, exc, tb)
         if exc_type is not None:
-            self._tmp.unlink(missing_ok=True)
             return
-        os.chmod(self._tmp, 0o644)
-        os.replace(self._tmp, self.path)
         log.info("wrote %s: %d frames at %s fps", self.path, self.frames, self.fps)
 
 
-def _as_channels(waveform, sample_rate: int, delay: float) -> tuple[np.ndarray, int, float]:
-    """(T,), (C, T) or ComfyUI's (1, C, T) -> (C <= 2, T) float32 numpy."""
-    wave = waveform.detach().cpu().float().numpy() if isinstance(waveform, torch.Tensor) else np.asarray(
-        waveform, dtype=np.float32)
-    wave = wave.reshape(-1, wave.shape[-1]) if wave.ndim > 1 else wave[None]
+def fit_audio(waveform, sample_rate: int, n_frames: int, fps: float, delay: float = 0.0) -> torch.Tensor:
+    """The sound track of `n_frames` video frames: (C, T) speech delayed by `delay` seconds of silence, then cut
+    or padded with silence to n_frames / fps seconds. Returns (C, round(n_frames / fps * rate)) float32."""
+    wave = as_channels(waveform)
+    lead = round(delay * sample_rate)
+    length = round(n_frames / fps * sample_rate)
+    wave = torch.nn.functional.pad(wave, (lead, 0))[:, :length]
+    return torch.nn.functional.pad(wave, (0, length - wave.shape[1]))
+
+
+def _aac_channels(waveform, sample_rate: int, delay: float) -> tuple[torch.Tensor, int, float]:
+    """Speech as (C <= 2, T) float32 (more channels are downmixed: AAC gets mono or stereo)."""
+    wave = as_channels(waveform)
     if wave.shape[0] > 2:
-        wave = wave.mean(axis=0, keepdims=True)  # more than stereo: downmix
+        wave = wave.mean(dim=0, keepdim=True)
     if sample_rate <= 0:
         raise ValueError(f"invalid audio sample rate {sample_rate}")
-    return wave.astype(np.float32), int(sample_rate), float(delay)
+    return wave, int(sample_rate), float(delay)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PACK_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "pretrained_weights"
@@ -37,6 +37,8 @@ SOURCES: Mapping[str, tuple[str, str, str]] = {
 ANIMAL_VERSIONS = {"v1.0": "base_models", "v1.1": "base_models_v1.1"}
 RENDERER_NETWORKS = ("appearance_feature_extractor", "motion_extractor", "warping_module", "spade_generator")
 STITCHING = "liveportrait/retargeting_models/stitching_retargeting_module.pth"
+MOTION_CHECKPOINT = "JoyVASA/motion_generator/motion_generator_hubert_chinese.pt"
+MOTION_TEMPLATE = "JoyVASA/motion_template/motion_template.pkl"
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -49,7 +51,8 @@ class WeightsLocation:
 
     explicit_dir: Path | None = None
     host_dirs: Mapping[str, tuple[Path, ...]] | None = None
-    pack_dir: Path = PACK_WEIGHTS_DIR
+    # read when a location is made, not when this module is imported, so a test can point it elsewhere
+    pack_dir: Path = field(default_factory=lambda: PACK_WEIGHTS_DIR)
 
     def candidates(self, relpath: str) -> list[Path]:
         """Every path where `relpath` may live, in search order."""
@@ -138,3 +141,8 @@ def renderer_files(species: str = "human", animal_version: str = "v1.0") -> dict
     files = {name: f"{folder}/{name}.pth" for name in RENDERER_NETWORKS}
     files["stitching_retargeting_module"] = STITCHING
     return files
+
+
+def motion_files() -> list[str]:
+    """Official relative paths of the motion generator: its checkpoint and its motion template."""
+    return [MOTION_CHECKPOINT, MOTION_TEMPLATE]

@@ -5,15 +5,14 @@ compute device while they use it. Missing official files are downloaded when `do
 """
 from __future__ import annotations
 
-from ..joyvasa.weights import renderer_files
+from ..joyvasa.devices import DEVICE_CHOICES, PRECISION_CHOICES
+from ..joyvasa.face.detect import DEFAULT_DET_THRESH
+from ..joyvasa.weights import MOTION_CHECKPOINT, MOTION_TEMPLATE, motion_files, renderer_files
 from . import runtime
 from .types import CATEGORY, FACE_DETECTOR, MOTION_MODEL, RENDERER, FaceDetectorHandle
 
-MOTION_CHECKPOINT = "JoyVASA/motion_generator/motion_generator_hubert_chinese.pt"
-MOTION_TEMPLATE = "JoyVASA/motion_template/motion_template.pkl"
-
-DETECTORS = ["insightface (human)", "x-pose (animal)"]
-DEVICE = (["auto", "cpu", "cuda", "mps"], {
+DETECTORS = {"insightface (human)": "human", "x-pose (animal)": "animal"}  # choice -> species it finds
+DEVICE = (list(DEVICE_CHOICES), {
     "default": "auto", "tooltip": "Where the model runs: auto = ComfyUI's compute device (the GPU if any)."})
 DOWNLOAD = ("BOOLEAN", {
     "default": True, "tooltip": "Download missing official weight files from Hugging Face into ComfyUI's "
@@ -38,7 +37,7 @@ class JoyVASALoadRenderer:
             "animal_version": (["v1.0", "v1.1"], {
                 "default": "v1.0", "tooltip": "Animal weights only: v1.0 (base_models) is what JoyVASA uses; "
                                               "v1.1 is LivePortrait's newer animal set."}),
-            "precision": (["auto", "fp32", "bf16", "fp16"], {
+            "precision": (list(PRECISION_CHOICES), {
                 "default": "auto", "tooltip": "auto = bf16 on GPUs that support it, else fp32. fp32 reproduces "
                                               "the original exactly; bf16/fp16 are faster with tiny differences."}),
             "device": DEVICE,
@@ -48,9 +47,9 @@ class JoyVASALoadRenderer:
     def load(self, species, animal_version, precision, device, download):
         from ..joyvasa.renderer import load_renderer
 
-        runtime.find_weights(renderer_files(species, animal_version).values(), download)
         target = runtime.compute_device(device)
         dtype = runtime.resolve_dtype(precision, target)
+        runtime.find_weights(renderer_files(species, animal_version).values(), download)
         renderer = load_renderer(species, animal_version, location=runtime.weights_location(),
                                  dtype=dtype)
         return (runtime.ModelHandle(renderer, target, species=species, dtype=dtype),)
@@ -72,9 +71,10 @@ class JoyVASALoadMotionGenerator:
     def load(self, device, download):
         from ..joyvasa.motion import load_motion_generator
 
-        paths = runtime.find_weights([MOTION_CHECKPOINT, MOTION_TEMPLATE], download)
+        target = runtime.compute_device(device)
+        paths = runtime.find_weights(motion_files(), download)
         model = load_motion_generator(paths[MOTION_CHECKPOINT], paths[MOTION_TEMPLATE])
-        return (runtime.ModelHandle(model, runtime.compute_device(device)),)
+        return (runtime.ModelHandle(model, target),)
 
 
 class JoyVASALoadFaceDetector:
@@ -90,11 +90,12 @@ class JoyVASALoadFaceDetector:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "detector": (DETECTORS, {
-                "default": DETECTORS[0], "tooltip": "insightface for people; x-pose for animal faces (runs in plain "
-                                                    "PyTorch on any device, no compiled CUDA op needed)."}),
+            "detector": (list(DETECTORS), {
+                "default": next(iter(DETECTORS)),
+                "tooltip": "insightface for people; x-pose for animal faces (runs in plain PyTorch on any device, no "
+                           "compiled CUDA op needed)."}),
             "det_thresh": ("FLOAT", {
-                "default": 0.15, "min": 0.0, "max": 0.99, "step": 0.01,
+                "default": DEFAULT_DET_THRESH, "min": 0.0, "max": 0.99, "step": 0.01,
                 "tooltip": "Score threshold: lower finds harder faces but risks false detections. X-Pose: 0 keeps "
                            "the best candidate whatever its score (the original's behaviour)."}),
             "onnx_device": (["auto", "cpu"], {
@@ -104,16 +105,17 @@ class JoyVASALoadFaceDetector:
         }}
 
     def load(self, detector, det_thresh, onnx_device, download):
-        if detector == DETECTORS[1]:
-            from ..joyvasa.face.xpose import XPOSE_FILE, load_xpose
+        from ..joyvasa.pipeline import detector_files, load_detector
 
-            path = runtime.find_weights([XPOSE_FILE], download)[XPOSE_FILE]
-            device = runtime.compute_device("cpu" if onnx_device == "cpu" else "auto")
-            return (FaceDetectorHandle("xpose", runtime.ModelHandle(load_xpose(path), device), det_thresh),)
-        from ..joyvasa.face.detect import DET_10G, LANDMARK_106, LANDMARK_203, FaceDetector
-
-        paths = runtime.find_weights([DET_10G, LANDMARK_106, LANDMARK_203], download)
+        if detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
+        if not 0.0 <= det_thresh <= 1.0:
+            raise ValueError(f"det_thresh must be from 0 to 1, got {det_thresh}")
+        species = DETECTORS[detector]
+        device = runtime.compute_device("cpu" if onnx_device == "cpu" else "auto")
+        paths = runtime.find_weights(detector_files(species), download)
         providers = ["CPUExecutionProvider"] if onnx_device == "cpu" else None
-        face_detector = FaceDetector(paths[DET_10G], paths[LANDMARK_106], paths[LANDMARK_203], providers=providers,
-                                     det_thresh=det_thresh)
-        return (FaceDetectorHandle("insightface", face_detector, det_thresh),)
+        found = load_detector(species, paths, "cpu", det_thresh, providers=providers)
+        if species == "animal":  # X-Pose is a torch model: ComfyUI moves it to the GPU while it runs
+            return (FaceDetectorHandle("xpose", runtime.ModelHandle(found.model, device), det_thresh),)
+        return (FaceDetectorHandle("insightface", found, det_thresh),)

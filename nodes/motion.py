@@ -3,25 +3,24 @@ from __future__ import annotations
 
 import torch
 
+from ..joyvasa.motion.audio import ALIGNMENTS
+from ..joyvasa.motion.constants import CFG_SCALE_RANGE, DEFAULT_CFG_SCALE, DEFAULT_SMOOTHING, SEED_RANGE
+from ..joyvasa.motion.denoiser import PE_MODES
 from . import runtime
 from .types import CATEGORY, MOTION, MOTION_MODEL, SPEECH, MotionClip, SpeechClip
 
-LEAD_SECONDS = 0.08  # the original's 2 leading silent frames at 25 fps
-
 
 def audio_input(audio) -> tuple[torch.Tensor, int]:
-    """ComfyUI AUDIO {'waveform': (B, C, T), 'sample_rate'} -> ((C, T) float32 CPU tensor, rate)."""
+    """ComfyUI AUDIO {'waveform': (1, C, T), 'sample_rate'} -> ((C, T) float32 CPU tensor, rate); a batch of
+    several clips, empty or damaged audio is refused."""
+    from ..joyvasa.motion.audio import as_channels
+
     if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
         raise ValueError("expected an AUDIO input (a dict with 'waveform' and 'sample_rate'), e.g. from Load Audio")
-    waveform = torch.as_tensor(audio["waveform"]).detach().float().cpu()
-    if waveform.ndim == 3:
-        waveform = waveform[0]
-    if waveform.ndim == 1:
-        waveform = waveform[None]
-    if waveform.ndim != 2 or waveform.shape[-1] == 0:
-        raise ValueError(f"the AUDIO waveform must be (batch, channels, samples) with samples > 0, got "
-                         f"{tuple(torch.as_tensor(audio['waveform']).shape)}")
-    return waveform, int(audio["sample_rate"])
+    rate = audio["sample_rate"]
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
+        raise ValueError(f"the AUDIO sample rate must be a positive number, got {rate!r}")
+    return as_channels(audio["waveform"]), int(rate)
 
 
 class JoyVASAEncodeAudio:
@@ -63,18 +62,19 @@ class JoyVASASampleMotion:
         return {"required": {
             "motion_model": (MOTION_MODEL, {"tooltip": "From JoyVASA Load Motion Generator."}),
             "speech": (SPEECH, {"tooltip": "From JoyVASA Encode Audio."}),
-            "cfg_scale": ("FLOAT", {"default": 2.8, "min": 0.0, "max": 10.0, "step": 0.1,
+            "cfg_scale": ("FLOAT", {"default": DEFAULT_CFG_SCALE, "min": CFG_SCALE_RANGE[0],
+                                    "max": CFG_SCALE_RANGE[1], "step": 0.1,
                                     "tooltip": "Audio guidance: higher gives stronger, more articulated lip "
                                                "motion; 1 = no guidance. 2.8 is JoyVASA's default."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+            "seed": ("INT", {"default": 0, "min": SEED_RANGE[0], "max": SEED_RANGE[1], "control_after_generate": True,
                              "tooltip": "Random seed: the same seed gives the same motion on any device."}),
-            "smoothing": ("FLOAT", {"default": 0.01, "min": 0.0, "max": 1.0, "step": 0.005,
+            "smoothing": ("FLOAT", {"default": DEFAULT_SMOOTHING, "min": 0.0, "max": 1.0, "step": 0.005,
                                     "tooltip": "Head-pose smoothing: JoyVASA's 0.01 keeps the head almost still; "
                                                "larger follows the generated head motion; 0 = off."}),
-            "pe_mode": (["legacy", "main"], {
+            "pe_mode": (list(PE_MODES), {
                 "default": "legacy", "tooltip": "Positional encoding: legacy is what the released weights were "
                                                 "trained with; main is JoyVASA's later code (per-position)."}),
-            "timing": (["original", "aligned"], {
+            "timing": (list(ALIGNMENTS), {
                 "default": "original", "tooltip": "original: JoyVASA's timing (2 silent lead frames; the audio "
                                                   "output is delayed 80 ms to stay in sync). aligned: no lead "
                                                   "frames, audio unchanged."}),
@@ -82,20 +82,11 @@ class JoyVASASampleMotion:
 
     def sample(self, motion_model, speech, cfg_scale, seed, smoothing, pe_mode, timing):
         from ..joyvasa.motion import sample_speech_motion
+        from ..joyvasa.pipeline import MotionOptions
 
-        n_steps = None
-        bar = runtime.Progress(0)
-
-        def callback(step: dict) -> None:
-            nonlocal n_steps, bar
-            total = step["n_windows"] * step["n_steps"]
-            if n_steps != total:
-                n_steps, bar = total, runtime.Progress(total)
-            bar(step["window"] * step["n_steps"] + step["i"] + 1, total)
-
+        options = MotionOptions(cfg_scale=cfg_scale, seed=seed, smoothing=smoothing, pe_mode=pe_mode, timing=timing)
         with motion_model.use() as model:
-            model.pe_mode = pe_mode  # the handle is shared between nodes: set it on every call
-            motion = sample_speech_motion(model, speech.features, seed=seed, cfg_scale=cfg_scale,
-                                          alignment=timing, smoothing=smoothing or None, callback=callback)
-        delay = LEAD_SECONDS if timing == "original" else 0.0
-        return (MotionClip(motion.to("cpu"), speech.waveform, speech.sample_rate, delay),)
+            motion = sample_speech_motion(model, speech.features, seed=options.seed, cfg_scale=options.cfg_scale,
+                                          alignment=options.timing, smoothing=options.smoothing or None,
+                                          pe_mode=options.pe_mode, callback=runtime.Progress().sampling_step)
+        return (MotionClip(motion, speech.waveform, speech.sample_rate, options.audio_delay),)

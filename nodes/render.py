@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 from . import runtime
-from .motion import JoyVASAEncodeAudio, JoyVASASampleMotion
-from .source import JoyVASAPrepareSource
+from .motion import JoyVASASampleMotion, audio_input
+from .source import JoyVASAPrepareSource, image_to_uint8
 from .types import CATEGORY, FACE_DETECTOR, MOTION, MOTION_MODEL, RENDERER, SOURCE, MotionClip
 
 DRIVING_INPUTS = {
@@ -38,24 +38,40 @@ FRAME_TOOLTIPS = ("The animated frames (connect to Create Video / Save Video).",
                   "Frames per second (25).")
 
 
+def collect_frames(frames, total: int) -> torch.Tensor:
+    """Rendered uint8 batches -> one IMAGE (total, H, W, 3) float32 on the intermediate device, filled in place
+    (no list of frames, no concatenation); checks for Cancel between batches."""
+    images = None
+    done = 0
+    for batch in frames:
+        if images is None:
+            images = torch.empty((total, *batch.shape[1:]), dtype=torch.float32, device=runtime.intermediate_device())
+        images[done:done + len(batch)] = torch.from_numpy(batch).to(images.device).float().div_(255)
+        done += len(batch)
+        runtime.throw_if_interrupted()
+    return images
+
+
+def portrait_options(paste_back: bool, batch_size: int, crop=None, motion=None, **driving):
+    """The library's checked options from node inputs (ValueError names the bad one)."""
+    from ..joyvasa.pipeline import CropOptions, DrivingOptions, MotionOptions, PortraitOptions
+
+    return PortraitOptions(crop=crop or CropOptions(), motion=motion or MotionOptions(),
+                           driving=DrivingOptions(**driving), paste_back=paste_back, batch_size=batch_size)
+
+
 def render_clip(renderer, source, motion: MotionClip, paste_back: bool, batch_size: int, **driving):
     """The Render node's work: frames as one IMAGE tensor, the synced AUDIO, the fps."""
-    from ..joyvasa.pipeline import DrivingOptions, animate
+    from ..joyvasa.pipeline import animate
 
-    options = DrivingOptions(**driving)
-    total = len(motion)
-    bar = runtime.Progress(total)
-    images = None  # (T, H, W, 3) float32, allocated once the frame size is known, filled batch by batch
-    done = 0
+    options = portrait_options(paste_back, batch_size, **driving)
+    check_same_species(renderer, source)
     with renderer.use() as model:
-        for frames in animate(model, source, motion.motion, options, paste_back, batch_size, callback=bar):
-            if images is None:
-                images = torch.empty((total, *frames.shape[1:]), dtype=torch.float32,
-                                     device=runtime.intermediate_device())
-            images[done:done + len(frames)] = torch.from_numpy(frames).to(images.device).float().div_(255)
-            done += len(frames)
-            runtime.throw_if_interrupted()
-    return images, synced_audio(motion, total), motion.fps
+        frames = animate(model, source, motion.motion, options.driving, options.paste_back, options.batch_size,
+                         callback=runtime.Progress(len(motion)))
+        images = collect_frames(frames, len(motion))
+    return images, synced_audio(motion.waveform, motion.sample_rate, len(motion), motion.fps, motion.audio_delay), \
+        motion.fps
 
 
 def check_same_species(renderer, source) -> None:
@@ -64,14 +80,12 @@ def check_same_species(renderer, source) -> None:
                          f"{renderer.info['species']}; connect the same renderer to both nodes")
 
 
-def synced_audio(motion: MotionClip, n_frames: int) -> dict:
-    """The speech delayed by the motion's lead and cut or padded to the clip's duration."""
-    rate = motion.sample_rate
-    lead = round(motion.audio_delay * rate)
-    length = round(n_frames / motion.fps * rate)
-    wave = torch.nn.functional.pad(motion.waveform, (lead, 0))[:, :length]
-    wave = torch.nn.functional.pad(wave, (0, length - wave.shape[1]))
-    return {"waveform": wave[None].contiguous(), "sample_rate": rate}
+def synced_audio(waveform: torch.Tensor, sample_rate: int, n_frames: int, fps: float, delay: float) -> dict:
+    """ComfyUI AUDIO of the clip: the speech delayed by the frames' lead and cut or padded to their duration."""
+    from ..joyvasa.video import fit_audio
+
+    wave = fit_audio(waveform, sample_rate, n_frames, fps, delay)
+    return {"waveform": wave[None].contiguous().to(runtime.intermediate_device()), "sample_rate": sample_rate}
 
 
 class JoyVASARender:
@@ -93,7 +107,6 @@ class JoyVASARender:
         }}
 
     def render(self, renderer, source, motion, paste_back, batch_size, **driving):
-        check_same_species(renderer, source)
         return render_clip(renderer, source, motion, paste_back, batch_size, **driving)
 
 
@@ -120,17 +133,28 @@ class JoyVASARenderToFile:
                             "tooltip": "H.264 quality: lower = better and larger (18 is visually lossless)."}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix):
+        try:
+            runtime.check_filename_prefix(filename_prefix)
+        except ValueError as err:
+            return str(err)
+        return True
+
     def render(self, renderer, source, motion, paste_back, batch_size, filename_prefix, crf, **driving):
-        from ..joyvasa.pipeline import DrivingOptions, animate
+        from ..joyvasa.files import check_output_path
+        from ..joyvasa.pipeline import animate
         from ..joyvasa.video import Mp4Writer
 
+        options = portrait_options(paste_back, batch_size, **driving)
         check_same_species(renderer, source)
-        path = runtime.output_path(filename_prefix, ".mp4")
-        bar = runtime.Progress(len(motion))
+        if not 0 <= crf <= 51:
+            raise ValueError(f"crf must be from 0 to 51, got {crf}")
+        path = check_output_path(runtime.output_path(filename_prefix, ".mp4"), ".mp4")
         with renderer.use() as model, Mp4Writer(path, fps=motion.fps, audio=(motion.waveform, motion.sample_rate),
                                                 audio_delay=motion.audio_delay, crf=crf) as writer:
-            for frames in animate(model, source, motion.motion, DrivingOptions(**driving), paste_back, batch_size,
-                                  callback=bar):
+            for frames in animate(model, source, motion.motion, options.driving, options.paste_back,
+                                  options.batch_size, callback=runtime.Progress(len(motion))):
                 writer.write(frames)
                 runtime.throw_if_interrupted()
         folder, name = runtime.output_folder_and_name(path)
@@ -168,15 +192,22 @@ class JoyVASAAnimate:
 
     def animate(self, renderer, motion_model, image, audio, crop, cfg_scale, seed, driving_multiplier, paste_back,
                 batch_size, face_detector=None):
+        from ..joyvasa.face.xpose import AnimalFaceDetector
+        from ..joyvasa.pipeline import CropOptions, MotionOptions, animate_portrait
+
         if crop == "box":
             raise ValueError("crop = box needs the box inputs of JoyVASA Prepare Source; use that node, or auto/none")
-        prepare = JoyVASAPrepareSource.INPUT_TYPES()["required"]
-        source, _ = JoyVASAPrepareSource().prepare(
-            renderer, image, crop, prepare["scale"][1]["default"], prepare["vx_ratio"][1]["default"],
-            prepare["vy_ratio"][1]["default"], 0, prepare["max_dim"][1]["default"], face_detector=face_detector)
-        (speech,) = JoyVASAEncodeAudio().encode(motion_model, audio)
-        (motion,) = JoyVASASampleMotion().sample(motion_model, speech, cfg_scale, seed, smoothing=0.01,
-                                                 pe_mode="legacy", timing="original")
-        driving = {k: v[1]["default"] for k, v in DRIVING_INPUTS.items()}
-        driving["driving_multiplier"] = driving_multiplier
-        return render_clip(renderer, source, motion, paste_back, batch_size, **driving)
+        options = portrait_options(paste_back, batch_size, crop=CropOptions(mode=crop),
+                                   motion=MotionOptions(cfg_scale=cfg_scale, seed=seed),
+                                   driving_multiplier=driving_multiplier)
+        picture = image_to_uint8(image)
+        waveform, rate = audio_input(audio)
+        xpose = [face_detector.detector] if face_detector is not None and face_detector.kind == "xpose" else []
+        with runtime.using(renderer, motion_model, *xpose) as models:
+            detector = AnimalFaceDetector(models[2], face_detector.det_thresh) if xpose else (
+                face_detector.detector if face_detector is not None else None)
+            clip = animate_portrait(models[0], models[1], picture, waveform, rate, options, detector=detector,
+                                    motion_callback=runtime.Progress().sampling_step,
+                                    frame_callback=runtime.Progress())
+            images = collect_frames(clip.frames, len(clip))
+        return images, synced_audio(waveform, rate, len(clip), clip.fps, clip.audio_delay), clip.fps

@@ -38,19 +38,15 @@ def in_comfyui() -> bool:
 
 
 def compute_device(choice: str = "auto") -> torch.device:
-    """'auto' = ComfyUI's compute device (or CUDA / MPS / CPU outside it); 'cpu', 'cuda', 'mps' as named."""
-    if choice != "auto":
-        if choice == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was chosen but no CUDA GPU is available; choose 'auto' or 'cpu'")
-        if choice == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ValueError("device 'mps' was chosen but Apple MPS is not available; choose 'auto' or 'cpu'")
-        return torch.device(choice)
-    mm = _comfy("comfy.model_management")
-    if mm is not None:
-        return mm.get_torch_device()
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
+    """'auto' = ComfyUI's compute device (outside it: CUDA, else MPS, else the CPU); 'cpu', 'cuda', 'mps' as
+    named, refused when not available."""
+    if choice == "auto":
+        mm = _comfy("comfy.model_management")
+        if mm is not None:
+            return mm.get_torch_device()
+    from ..joyvasa.devices import resolve_device
+
+    return resolve_device(choice)
 
 
 def offload_device() -> torch.device:
@@ -65,15 +61,10 @@ def intermediate_device() -> torch.device:
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """'fp32' / 'bf16' / 'fp16' as named; 'auto' = bf16 on a GPU that supports it, else fp32."""
-    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision in table:
-        return table[precision]
-    if precision != "auto":
-        raise ValueError(f"precision must be one of auto, fp32, bf16, fp16; got {precision!r}")
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    """The library's precision rule ('auto' = bf16 on a CUDA GPU that supports it, else fp32)."""
+    from ..joyvasa.devices import resolve_dtype as library_rule
+
+    return library_rule(precision, device)
 
 
 def throw_if_interrupted() -> None:
@@ -84,16 +75,28 @@ def throw_if_interrupted() -> None:
 
 
 class Progress:
-    """A per-item progress bar in the ComfyUI UI (updates are also interruption points); no-op outside."""
+    """A progress bar in the ComfyUI UI (updates are also interruption points); no-op outside ComfyUI.
+    Call it with (done, total); a new total starts a new bar."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int = 0):
+        self.total = -1
+        self._bar = None
+        self._start(total)
+
+    def _start(self, total: int) -> None:
         utils = _comfy("comfy.utils")
         self._bar = utils.ProgressBar(total) if utils is not None and total > 0 else None
         self.total = total
 
     def __call__(self, done: int, total: int | None = None) -> None:
+        if total is not None and total != self.total:
+            self._start(total)
         if self._bar is not None:
-            self._bar.update_absolute(done, total or self.total)
+            self._bar.update_absolute(done, self.total)
+
+    def sampling_step(self, step: dict) -> None:
+        """The motion sampler's callback: one bar over every window's denoising steps."""
+        self(step["window"] * step["n_steps"] + step["i"] + 1, step["n_windows"] * step["n_steps"])
 
 
 class _PatcherTarget(torch.nn.Module):
@@ -127,11 +130,20 @@ class ModelHandle:
     def model(self) -> torch.nn.Module:
         return self._model
 
-    @contextlib.contextmanager
     def use(self):
-        if self._patcher is not None:
-            _comfy("comfy.model_management").load_models_gpu([self._patcher])
-        yield self._model
+        """`with handle.use() as model:` the model on its compute device while the block runs."""
+        return using(self)
+
+
+@contextlib.contextmanager
+def using(*handles: ModelHandle):
+    """`with using(a, b) as (model_a, model_b):` several models on their compute device at once (ComfyUI
+    loads them together, so making room for one never offloads another in the middle of the work)."""
+    patchers = [h._patcher for h in handles if h._patcher is not None]
+    if patchers:
+        _comfy("comfy.model_management").load_models_gpu(patchers)
+    models = tuple(h.model for h in handles)
+    yield models[0] if len(models) == 1 else models
 
 
 def model_dirs() -> dict[str, tuple[Path, ...]]:
@@ -181,17 +193,25 @@ def output_directory() -> Path:
 
 
 def output_path(prefix: str, suffix: str) -> Path:
-    """A new numbered file `<prefix>_NNNNN_<suffix>` under the output folder (ComfyUI's naming rule)."""
-    root = output_directory()
+    """A new numbered file `<prefix>_NNNNN_<suffix>` inside the output folder (ComfyUI's naming rule); a prefix
+    that leaves the folder or names no file (e.g. "", ".", "video/..") is refused."""
+    check_filename_prefix(prefix)
+    root = output_directory().resolve()
     target = (root / prefix).resolve()
-    if root.resolve() not in (target, *target.parents):
-        raise ValueError(f"filename_prefix {prefix!r} points outside the output folder {root}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stem = target.name or "JoyVASA"
-    taken = [p.name for p in target.parent.glob(f"{stem}_*_{suffix}")]
+    stem = target.name
+    taken = [p.name for p in target.parent.glob(f"{stem}_*_{suffix}")] if target.parent.is_dir() else []
     counter = 1 + max((int(n[len(stem) + 1:].split("_")[0]) for n in taken
                        if n[len(stem) + 1:].split("_")[0].isdigit()), default=0)
     return target.parent / f"{stem}_{counter:05}_{suffix}"
+
+
+def check_filename_prefix(prefix: str) -> None:
+    """Raise ValueError unless `prefix` names a file inside the output folder (sub-folders allowed)."""
+    root = output_directory().resolve()
+    target = (root / str(prefix)).resolve()
+    if not str(prefix).strip() or target == root or root not in target.parents:
+        raise ValueError(f"filename_prefix {prefix!r} does not name a file inside the output folder {root}; use "
+                         "a name such as 'JoyVASA' or 'video/JoyVASA'")
 
 
 def output_folder_and_name(path: Path) -> tuple[str, str]:

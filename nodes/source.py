@@ -1,58 +1,50 @@
 """Prepare Source: portrait IMAGE -> cropped source (appearance volume + keypoints) and a crop preview."""
 from __future__ import annotations
 
-import logging
+import contextlib
 
 import numpy as np
 import torch
 
+from ..joyvasa.face.source import CROP_MODES, CROP_SCALE, CROP_VX_RATIO, CROP_VY_RATIO, SOURCE_MAX_DIM
 from . import runtime
-from .types import CATEGORY, FACE_DETECTOR, RENDERER, SOURCE
-
-log = logging.getLogger("joyvasa.nodes")
-
-CROP_MODES = ["auto", "none", "box"]
+from .types import CATEGORY, FACE_DETECTOR, RENDERER, SOURCE, FaceDetectorHandle
 
 
 def image_to_uint8(image: torch.Tensor) -> np.ndarray:
-    """First image of a ComfyUI IMAGE batch (B, H, W, C) float in [0, 1] -> (H, W, 3) uint8 RGB."""
-    if image.ndim != 4 or image.shape[-1] not in (3, 4):
-        raise ValueError(f"expected an IMAGE batch (B, H, W, 3), got shape {tuple(image.shape)}")
-    if image.shape[0] > 1:
-        log.warning("JoyVASA: the source IMAGE holds %d images; using the first", image.shape[0])
+    """A ComfyUI IMAGE holding one picture (1, H, W, C) float in [0, 1] -> (H, W, 3) uint8 RGB."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (3, 4):
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"expected an IMAGE batch (B, H, W, 3), got {shape}")
+    if image.shape[0] != 1:
+        raise ValueError(f"the source IMAGE holds {image.shape[0]} pictures; JoyVASA animates one portrait: pick one "
+                         "(e.g. with Image From Batch) before this node")
+    if image.shape[1] == 0 or image.shape[2] == 0:
+        raise ValueError(f"the source IMAGE is empty ({image.shape[2]}x{image.shape[1]} pixels)")
     rgb = image[0, :, :, :3].detach().float().cpu().clamp(0, 1)
     return (rgb * 255).round().to(torch.uint8).numpy()
 
 
-def crop_for(image: np.ndarray, crop: str, detector, species: str, scale: float, vx_ratio: float, vy_ratio: float,
-             face_index: int, box_xyxy):
-    """Choose and compute the source crop (see the node's tooltips)."""
-    from ..joyvasa.face.source import box_crop, crop_source, landmark_crop, no_crop
+@contextlib.contextmanager
+def detector_in_use(handle: FaceDetectorHandle | None):
+    """The library's detector for a FACE_DETECTOR handle (X-Pose on its compute device while in use)."""
+    if handle is None:
+        yield None
+    elif handle.kind == "xpose":
+        from ..joyvasa.face.xpose import AnimalFaceDetector
 
-    if crop == "box":
-        return box_crop(image, box_xyxy, scale=scale, vx_ratio=vx_ratio, vy_ratio=vy_ratio)
-    if detector is not None and crop == "auto":
-        wanted = "xpose" if species == "animal" else "insightface"
-        if detector.kind != wanted:
-            raise ValueError(f"A {detector.kind} face detector is connected to a {species} renderer: load the face "
-                             f"detector as {'x-pose (animal)' if species == 'animal' else 'insightface (human)'}, "
-                             "or use crop = box / none.")
-        if detector.kind == "xpose":
-            from ..joyvasa.face.xpose import detect_animal_keypoints
+        with handle.detector.use() as model:
+            yield AnimalFaceDetector(model, handle.det_thresh)
+    else:
+        yield handle.detector
 
-            with detector.detector.use() as model:
-                found = detect_animal_keypoints(model, image, min_score=detector.det_thresh)
-            return landmark_crop(image, found.points, scale=scale, vx_ratio=vx_ratio, vy_ratio=vy_ratio)
-        face = detector.detector.find(image, face_index=face_index)
-        return crop_source(image, face, scale=scale, vx_ratio=vx_ratio, vy_ratio=vy_ratio)
-    landmarks = None
-    if detector is not None and detector.kind == "insightface" and species == "human":
-        # landmarks for normalize-lip, as the original computes them without a crop
-        try:
-            landmarks = detector.detector.find(image, face_index=face_index).landmarks_203
-        except ValueError as err:
-            log.info("JoyVASA: no landmarks for normalize-lip (%s)", err)
-    return no_crop(image, landmarks)
+
+def crop_options(crop: str, scale: float, vx_ratio: float, vy_ratio: float, face_index: int, max_dim: int,
+                 box=None, det_thresh: float | None = None):
+    from ..joyvasa.pipeline import CropOptions
+
+    return CropOptions(mode=crop, box=box, scale=scale, vx_ratio=vx_ratio, vy_ratio=vy_ratio,
+                       face_index=face_index, max_dim=max_dim, det_thresh=det_thresh)
 
 
 class JoyVASAPrepareSource:
@@ -70,21 +62,21 @@ class JoyVASAPrepareSource:
             "required": {
                 "renderer": (RENDERER, {"tooltip": "From JoyVASA Load Renderer."}),
                 "image": ("IMAGE", {"tooltip": "The portrait (first image of the batch is used)."}),
-                "crop": (CROP_MODES, {
+                "crop": (list(CROP_MODES), {
                     "default": "auto", "tooltip": "auto: find the face with the connected detector (whole image if "
                                                   "none is connected). none: the image already is a face crop. "
                                                   "box: crop around the box given below."}),
-                "scale": ("FLOAT", {"default": 2.3, "min": 1.0, "max": 5.0, "step": 0.05,
+                "scale": ("FLOAT", {"default": CROP_SCALE, "min": 1.0, "max": 5.0, "step": 0.05,
                                     "tooltip": "Crop size relative to the face: larger shows more hair and "
                                                "shoulders, smaller zooms in."}),
-                "vx_ratio": ("FLOAT", {"default": 0.0, "min": -0.5, "max": 0.5, "step": 0.01,
+                "vx_ratio": ("FLOAT", {"default": CROP_VX_RATIO, "min": -0.5, "max": 0.5, "step": 0.01,
                                        "tooltip": "Horizontal crop shift (fraction of the crop); JoyVASA uses 0."}),
-                "vy_ratio": ("FLOAT", {"default": -0.125, "min": -0.5, "max": 0.5, "step": 0.005,
+                "vy_ratio": ("FLOAT", {"default": CROP_VY_RATIO, "min": -0.5, "max": 0.5, "step": 0.005,
                                        "tooltip": "Vertical crop shift (fraction of the crop); negative moves the "
                                                   "crop up towards the forehead."}),
                 "face_index": ("INT", {"default": 0, "min": 0, "max": 64,
                                        "tooltip": "Which face when there are several: 0 = the largest."}),
-                "max_dim": ("INT", {"default": 1280, "min": 256, "max": 8192, "step": 2,
+                "max_dim": ("INT", {"default": SOURCE_MAX_DIM, "min": 256, "max": 8192, "step": 2,
                                     "tooltip": "Images with a longer side are scaled down first (and odd sizes "
                                                "trimmed to even, for video encoders)."}),
             },
@@ -101,15 +93,14 @@ class JoyVASAPrepareSource:
 
     def prepare(self, renderer, image, crop, scale, vx_ratio, vy_ratio, face_index, max_dim, face_detector=None,
                 box_x=0, box_y=0, box_width=256, box_height=256):
-        from ..joyvasa.face.source import resize_to_limit
-        from ..joyvasa.pipeline import prepare_source
+        from ..joyvasa.pipeline import check_detector, crop_portrait, portrait_image, prepare_source
 
-        if crop not in CROP_MODES:
-            raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
-        picture = resize_to_limit(image_to_uint8(image), max_dim=max_dim)
-        box = (box_x, box_y, box_x + box_width, box_y + box_height)
-        source_crop = crop_for(picture, crop, face_detector, renderer.info["species"], scale, vx_ratio, vy_ratio,
-                               face_index, box)
+        box = (box_x, box_y, box_x + box_width, box_y + box_height) if crop == "box" else None
+        options = crop_options(crop, scale, vx_ratio, vy_ratio, face_index, max_dim, box)
+        picture = portrait_image(image_to_uint8(image), options.max_dim)
+        with detector_in_use(face_detector) as detector:
+            check_detector(detector, renderer.info["species"])
+            source_crop = crop_portrait(picture, options, detector)
         with renderer.use() as model:
             source = prepare_source(model, picture, source_crop)
         preview = torch.from_numpy(source_crop.image_512).float()[None] / 255

@@ -46,4 +46,4 @@ class FaceDetectorHandle:
 
     kind: str  # "insightface" | "xpose"
     detector: object
-    det_thresh: float = 0.15
+    det_thresh: float

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import standin
+from joyvasa.testing import standin
 
 
 def _kit_or_skip() -> Path:
@@ -77,9 +77,44 @@ class Golden:
         else:
             err = float(np.abs(actual.astype(np.float64) - expected.astype(np.float64)).max())
             assert err <= tol["atol"], f"{self.name}:{key} max abs error {err:.3g} > atol {tol['atol']}"
-        self.errors[key] = err
-        _REPORT.setdefault(self.name, {})[key] = (err, tol.get("atol", tol.get("max_abs_diff")))
+        self.record(key, err)
         return err
+
+    def record(self, key: str, err: float) -> None:
+        """Note a passed comparison (made by `check` or by a test's own exact check) for the report."""
+        self.errors[key] = err
+        tol = self.tol.get(key, {})
+        _REPORT.setdefault(self.name, {})[key] = (err, tol.get("atol", tol.get("max_abs_diff", tol.get("kind"))))
+
+    def recording(self) -> Recording:
+        """A view whose `errors` hold only the comparisons made through it (see `Recording`)."""
+        return Recording(self)
+
+
+class Recording:
+    """One golden file seen by one test: reads and comparisons go to the file, and the keys this view compared
+    are kept in its own `errors`. The Golden objects are shared by the whole session, so their `errors` also
+    hold what other tests compared; a coverage test that runs the comparisons through a fresh view sees exactly
+    what it compared, whichever tests ran before it."""
+
+    def __init__(self, golden: Golden):
+        self.golden = golden
+        self.errors: dict[str, float] = {}
+
+    def __getattr__(self, name):  # arrays, meta, tol, name, keys(), weights_seed
+        return getattr(self.golden, name)
+
+    def __getitem__(self, key):
+        return self.golden[key]
+
+    def check(self, key: str, actual) -> float:
+        err = self.golden.check(key, actual)
+        self.errors[key] = err
+        return err
+
+    def record(self, key: str, err: float) -> None:
+        self.golden.record(key, err)
+        self.errors[key] = err
 
 
 _REPORT: dict[str, dict[str, tuple[float, float]]] = {}

@@ -75,11 +75,18 @@ def test_missing_inputs_are_reported(scene, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_missing_weights_name_the_download(scene, tmp_path):
+def test_missing_weights_name_the_download(scene, tmp_path, monkeypatch, capsys):
+    from joyvasa import cli, weights
+
     _, image, speech, _ = scene
-    result = _run("animate", "--image", image, "--audio", speech, "--out", tmp_path / "a.mp4", env_root=tmp_path)
-    assert result.returncode != 0 and "not found" in result.stderr and "download" in result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "a.mp4").exists()
+    # in-process, so that the pack's own pretrained_weights/ (where users put their weights) is not searched
+    monkeypatch.setenv("JOYVASA_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(weights, "PACK_WEIGHTS_DIR", tmp_path / "pack")
+    code = cli.main(["animate", "--image", str(image), "--audio", str(speech), "--out", str(tmp_path / "a.mp4"),
+                     "--no-download"])
+    stderr = capsys.readouterr().err
+    assert code != 0 and "not found" in stderr and "download" in stderr
+    assert "Traceback" not in stderr and not (tmp_path / "a.mp4").exists()
 
 
 def test_no_face_names_the_threshold(scene, tmp_path):

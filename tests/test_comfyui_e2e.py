@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.workflow_tools import schemas_from_object_info, to_api_prompt, validate
+from tools.workflow_tools import schemas_from_object_info, to_api_prompt, validate
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 pytestmark = [pytest.mark.comfyui, pytest.mark.skipif(
@@ -74,7 +74,7 @@ def server(kit, standin_weights, tmp_path_factory):
     e2e = tmp_path_factory.mktemp("comfy_e2e")
     root = standin_weights([*renderer_files("human").values(), *renderer_files("animal").values(),
                             "JoyVASA/motion_generator/motion_generator_hubert_chinese.pt",
-                            "JoyVASA/motion_template/motion_template.pkl"])
+                            "JoyVASA/motion_template/motion_template.pkl", "liveportrait_animals/xpose.pth"])
     face = onnx_standins.StandinFace(box=FACE_BOX)
     onnx_standins.build_weights(root, [face], IMAGE_HW)
     (e2e / "custom_nodes").mkdir()

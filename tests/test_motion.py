@@ -10,12 +10,8 @@ import soxr
 import torch
 
 from joyvasa.motion import (
-    AudioEncoder,
-    DenoiserConfig,
     DenoisingNetwork,
     GuidedDenoiser,
-    MotionGenerator,
-    MotionTemplate,
     NoiseReplay,
     cosine_schedule,
     decode_audio_file,
@@ -29,39 +25,11 @@ from joyvasa.motion import (
     split_windows,
 )
 from joyvasa.motion.audio import frames_to_keep, pad_for_encoder
-from joyvasa.motion.audio_encoder import build_speech_model, default_encoder_config
 from joyvasa.motion.constants import SAMPLES_PER_FRAME, WINDOW_SAMPLES
-from joyvasa.motion.decode import TEMPLATE_KEYS, denormalize, ema
+from joyvasa.motion.decode import denormalize, ema
 from joyvasa.motion.sampler import ddpm_step
 from joyvasa.renderer.keypoints import rotation_matrix
-
-# A HuBERT of the real strides (320 samples per frame) but tiny widths.
-TINY_ENCODER = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                    conv_dim=[8] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
-TINY_DENOISER = DenoiserConfig(d_model=16, n_layers=1, n_heads=8, ffn_dim=32, pe_rows=200)
-# (8 heads like the released network: the loader cannot read the head count from a checkpoint)
-TINY_STEPS = 4
-
-
-def tiny_template(seed: int = 0) -> MotionTemplate:
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for key, size in TEMPLATE_KEYS.items():
-        base = rng.standard_normal(size).astype(np.float32)
-        arrays[key] = np.abs(base) + 1 if key.startswith(("std", "max")) else base * 0.1
-    return MotionTemplate.from_arrays(arrays)
-
-
-def tiny_generator(family: str = "hubert", seed: int = 0, encoder_config: dict | None = None) -> MotionGenerator:
-    torch.manual_seed(seed)
-    config = {**default_encoder_config(family), **TINY_ENCODER, **(encoder_config or {})}
-    encoder = AudioEncoder(build_speech_model(config, family), d_model=TINY_DENOISER.d_model)
-    denoiser = DenoisingNetwork(TINY_DENOISER)
-    cfg = TINY_DENOISER
-    return MotionGenerator(encoder, denoiser, cosine_schedule(TINY_STEPS), tiny_template(seed),
-                           start_motion=torch.randn(1, cfg.n_prev_motions, cfg.motion_dim),
-                           start_audio=torch.randn(1, cfg.n_prev_motions, cfg.d_model),
-                           null_audio=torch.randn(1, 1, cfg.d_model)).eval()
+from joyvasa.testing.tiny import TINY_DENOISER, TINY_STEPS, tiny_generator, tiny_template
 
 
 @pytest.fixture(scope="module")
@@ -175,14 +143,12 @@ def test_step_table_is_rebuilt_not_stored():
 def test_positional_encoding_modes():
     net = DenoisingNetwork(TINY_DENOISER).eval()
     n = TINY_DENOISER.n_tokens
-    net.pe_mode = "legacy"
-    legacy = net.positional_encoding(n)
+    legacy = net.positional_encoding(n, "legacy")
     assert torch.equal(legacy.reshape(-1), net.PE.pe[0, n])  # one row, the same for every token
-    net.pe_mode = "main"
-    assert torch.equal(net.positional_encoding(n), net.PE.pe[:, :n])
-    net.pe_mode = "learned"
+    assert torch.equal(net.positional_encoding(n), legacy)  # the configured mode (TINY_DENOISER: legacy)
+    assert torch.equal(net.positional_encoding(n, "main"), net.PE.pe[:, :n])
     with pytest.raises(ValueError, match="pe_mode"):
-        net.positional_encoding(n)
+        net.positional_encoding(n, "learned")
 
 
 def test_denoiser_output_shape():
@@ -210,8 +176,27 @@ def test_last_step_lands_on_the_prediction():
                         noise=lambda w, t: torch.randn(1, 4, 3))
     assert seen == [5, 4, 3, 2, 1]
     torch.testing.assert_close(out, target, rtol=0, atol=1e-6)
-    x = torch.randn(1, 4, 3)
-    assert torch.equal(ddpm_step(x, target, 1, schedule, None), ddpm_step(x, target, 1, schedule, 0 * x))
+
+
+@pytest.mark.parametrize("n_steps", [5, 50])
+def test_ddpm_step_is_the_posterior_formula(n_steps):
+    """x_{t-1} = c0 x_t + c1 x0 + sigma_t z, the mean and deviation of q(x_{t-1} | x_t, x0) (Ho et al. 2020,
+    eqs. 6-7), recomputed here in float64 from the schedule's alphas and alpha-bars alone."""
+    schedule = cosine_schedule(n_steps)
+    alphas, abars = schedule.alphas.double(), schedule.alpha_bars.double()
+    gen = torch.Generator().manual_seed(n_steps)
+    for t in range(1, n_steps + 1):
+        x_t, x0, z = (torch.randn(2, 6, 5, generator=gen) for _ in range(3))
+        alpha, abar, abar_prev = alphas[t], abars[t], abars[t - 1]
+        beta = 1 - alpha
+        c0 = alpha.sqrt() * (1 - abar_prev) / (1 - abar)  # weight of x_t
+        c1 = abar_prev.sqrt() * beta / (1 - abar)  # weight of the predicted x0
+        sigma = (beta * (1 - abar_prev) / (1 - abar)).sqrt()
+        mean = c0 * x_t.double() + c1 * x0.double()
+        torch.testing.assert_close(ddpm_step(x_t, x0, t, schedule, None).double(), mean, rtol=1e-5, atol=1e-6,
+                                   msg=lambda m, t=t: f"posterior mean at t={t}: {m}")
+        torch.testing.assert_close(ddpm_step(x_t, x0, t, schedule, z).double(), mean + sigma * z.double(),
+                                   rtol=1e-5, atol=1e-6, msg=lambda m, t=t: f"mean + sigma z at t={t}: {m}")
 
 
 def test_guidance_nulls_only_the_current_audio():

@@ -11,8 +11,8 @@ import torch
 
 from joyvasa.checkpoint import CheckpointError
 from joyvasa.renderer import load_network, load_renderer
+from joyvasa.testing import standin
 from joyvasa.weights import ANIMAL_VERSIONS, WeightsLocation, WeightsNotFoundError, renderer_files
-from tests import standin
 
 SETS = [("human", "v1.0"), ("animal", "v1.0"), ("animal", "v1.1")]
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from joyvasa.renderer import (
-    LivePortraitRenderer,
     appearance_features,
     prepare_images,
     source_keypoints,
@@ -16,26 +15,9 @@ from joyvasa.renderer import (
     warp_decode,
 )
 from joyvasa.renderer import keypoints as kpm
-from joyvasa.renderer.appearance_feature_extractor import AppearanceConfig, AppearanceFeatureExtractor
-from joyvasa.renderer.dense_motion import DenseMotionConfig, coordinate_grid
-from joyvasa.renderer.motion_extractor import MotionExtractor, MotionExtractorConfig
-from joyvasa.renderer.spade_generator import GeneratorConfig, SPADEGenerator, fold_spectral_norm
-from joyvasa.renderer.stitching_retargeting import StitchingRetargeting
-from joyvasa.renderer.warping_network import WarpingConfig, WarpingNetwork
-
-TINY_F = AppearanceConfig(block_expansion=8, max_features=32, reshape_channel=4, reshape_depth=8, num_resblocks=1)
-TINY_M = MotionExtractorConfig(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64))
-TINY_W = WarpingConfig(block_expansion=8, max_features=32, dense_motion=DenseMotionConfig(
-    feature_channel=4, reshape_depth=8, compress=2, block_expansion=4, max_features=16, num_blocks=2))
-TINY_G = GeneratorConfig(input_channels=32, out_channels=8, spade_hidden=8, num_middle_blocks=1)
-
-
-def tiny_renderer(dtype=torch.float32) -> LivePortraitRenderer:
-    torch.manual_seed(0)
-    nets = [AppearanceFeatureExtractor(TINY_F), MotionExtractor(TINY_M), WarpingNetwork(TINY_W),
-            SPADEGenerator(TINY_G)]
-    nets = [n.eval().to(dtype) for n in nets]
-    return LivePortraitRenderer(*nets, StitchingRetargeting().eval())
+from joyvasa.renderer.dense_motion import coordinate_grid
+from joyvasa.renderer.spade_generator import fold_spectral_norm
+from joyvasa.testing.tiny import tiny_renderer
 
 
 @pytest.fixture(scope="module")

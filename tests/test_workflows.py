@@ -1,13 +1,18 @@
-"""The example workflows: UI format, existing node types, valid widget values and links, a thumbnail each."""
+"""The example workflows: UI format, existing node types, valid widget values and links, a thumbnail each, and
+accepted by the ComfyUI frontend's own workflow schema (tests/frontend_schema.py)."""
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from pathlib import Path
 
 import cv2
 import pytest
 
-from tests.workflow_tools import all_schemas, to_api_prompt, validate
+from tests.frontend_schema import Unavailable, validate_with_frontend
+from tools.build_workflows import workflow_id
+from tools.workflow_tools import all_schemas, to_api_prompt, validate
 
 WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
 
@@ -40,3 +45,32 @@ def test_validation_catches_mistakes():
     workflow["nodes"].append({"id": 999, "type": "NoSuchNode", "inputs": [], "outputs": [], "widgets_values": []})
     errors = validate(workflow, all_schemas())
     assert any("no-such-option" in e for e in errors) and any("NoSuchNode" in e for e in errors)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_id_is_a_stable_uuid(path):
+    workflow_uuid = json.loads(path.read_text())["id"]
+    assert str(uuid.UUID(workflow_uuid)) == workflow_uuid == workflow_id(path.stem)
+
+
+@pytest.fixture(scope="module")
+def frontend_verdicts(tmp_path_factory):
+    """The frontend's validateComfyWorkflow() on every workflow, plus a control copy that it must reject."""
+    control = tmp_path_factory.mktemp("frontend_schema") / "name_as_id.json"
+    workflow = json.loads(WORKFLOWS[0].read_text())
+    control.write_text(json.dumps({**workflow, "id": WORKFLOWS[0].stem}))
+    try:
+        schema, verdicts = validate_with_frontend([*WORKFLOWS, control])
+    except Unavailable as err:
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail(f"CI must run the frontend schema check: {err}")
+        pytest.skip(f"frontend schema check not run: {err}")
+    assert verdicts[control] and 'Invalid uuid at "id"' in verdicts[control], (
+        f"the frontend schema ({schema.source_name}) accepted a workflow whose id is not a UUID: {verdicts[control]}")
+    return schema, verdicts
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_passes_the_frontend_schema(frontend_verdicts, path):
+    schema, verdicts = frontend_verdicts
+    assert verdicts[path] is None, f"comfyui-frontend-package {schema.version} would show: {verdicts[path]}"

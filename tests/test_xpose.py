@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from joyvasa.checkpoint import CheckpointError
+from joyvasa.face import crop_image
 from joyvasa.face.xpose import (
     ANIMAL_FACE_9,
     NoAnimalFoundError,
@@ -16,7 +17,6 @@ from joyvasa.face.xpose import (
     Trace,
     XPose,
     XPoseConfig,
-    animal_face_crop,
     animal_face_prompt,
     detect_animal_keypoints,
     load_xpose,
@@ -337,7 +337,7 @@ def test_detect_and_crop_shapes():
     found = detect_animal_keypoints(tiny_model(), image, prompt=tiny_prompt())
     assert found.points.shape == (len(ANIMAL_FACE_9), 2) and found.points.dtype == np.float64
     assert 0 < found.score < 1 and found.box.shape == (4,)
-    crop = animal_face_crop(image, found.points, dsize=64)
+    crop = crop_image(image, found.points, dsize=64, scale=3.0)  # JoyVASA's animal framing
     assert crop.image.shape == (64, 64, 3) and crop.points.shape == (9, 2)
 
 

@@ -1,20 +1,28 @@
 """Write the example workflows in `workflows/` (UI format, as the ComfyUI frontend saves them) and their
 `.jpg` thumbnails. Run from the repository root:  .venv/bin/python -m tools.build_workflows
 
-Widget values follow each node's INPUT_TYPES order (tests/workflow_tools.py checks them).
+Widget values follow each node's INPUT_TYPES order (tools/workflow_tools.py checks them).
 """
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from tests.workflow_tools import all_schemas
+from tools.workflow_tools import all_schemas
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "workflows"
+# The frontend requires a UUID as a workflow's top-level "id" (its zod schema rejects anything else);
+# uuid5 of the workflow's name keeps it the same on every rebuild.
+WORKFLOW_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/joyvasa/joyvasa-nodes/workflows")
+
+
+def workflow_id(name: str) -> str:
+    return str(uuid.uuid5(WORKFLOW_ID_NAMESPACE, name))
 
 
 class Graph:
@@ -60,7 +68,7 @@ class Graph:
 
     def save(self, name: str, title: str, note: str) -> dict:
         workflow = {
-            "id": name, "revision": 0, "last_node_id": len(self.nodes), "last_link_id": len(self.links),
+            "id": workflow_id(name), "revision": 0, "last_node_id": len(self.nodes), "last_link_id": len(self.links),
             "nodes": self.nodes, "links": self.links, "groups": [], "config": {},
             "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}, "joyvasa": {"title": title, "note": note}},
             "version": 0.4,

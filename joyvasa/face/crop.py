@@ -23,6 +23,7 @@ import numpy as np
 
 __all__ = [
     "Crop",
+    "check_image",
     "crop_anchors",
     "crop_rect",
     "similarity_crop_matrices",
@@ -32,7 +33,6 @@ __all__ = [
     "mask_template",
     "paste_back_mask",
     "paste_back",
-    "paste_back_torch",
 ]
 
 # Landmark indices of the two crop anchors (eye centre, lip centre), per landmark layout.
@@ -46,6 +46,16 @@ _EYES_9 = [0, 1, 2, 3]
 _LIP_9 = [5, 6]
 
 SUPPORTED_LANDMARK_COUNTS = (106, 203, 9)
+
+
+def check_image(image_rgb: np.ndarray) -> np.ndarray:
+    """The image as an (H, W, 3) uint8 array, or a ValueError saying what it is instead."""
+    image = np.asarray(image_rgb)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"the image is empty ({image.shape[1]}x{image.shape[0]} pixels)")
+    return image
 
 
 def _as_points(points) -> np.ndarray:
@@ -265,41 +275,3 @@ def paste_back(frame_u8: np.ndarray, M_c2o: np.ndarray, original_u8: np.ndarray,
     out = np.clip(mask * warped + (1 - mask) * original_u8, 0, 255)
     return out.astype(np.uint8)
 
-
-def paste_back_torch(frames, M_c2o, original, mask_ori):
-    """Batched paste-back in PyTorch (for frames already on the GPU); (B, H, W, 3) uint8 tensor.
-
-    ``frames``: (B, 3, dsize, dsize) crop-space frames, float in [0, 1] (converted to uint8 by
-    truncation like the original's output conversion) or uint8. ``M_c2o``: (3, 3) crop -> original
-    matrix. ``original``: (H, W, 3) uint8 array/tensor. ``mask_ori``: (H, W[, 3]) float mask from
-    :func:`paste_back_mask`. Bilinear warp with ``grid_sample`` (align_corners=True, zero padding)
-    instead of OpenCV's fixed-point warp: within 2 of :func:`paste_back` on a few % of the pixels.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    device = frames.device
-    if frames.dtype == torch.uint8:
-        src = frames.float()
-    else:
-        src = torch.floor(frames.float().clamp(0, 1) * 255)
-    b, _, hc, wc = src.shape
-    orig = torch.as_tensor(np.asarray(original) if not torch.is_tensor(original) else original, device=device)
-    h, w = orig.shape[:2]
-    mask = torch.as_tensor(np.asarray(mask_ori) if not torch.is_tensor(mask_ori) else mask_ori,
-                           device=device, dtype=torch.float32)
-    if mask.ndim == 2:
-        mask = mask[:, :, None]
-
-    # OpenCV inverts the 2x3 matrix in double: each output pixel samples the crop at M_o2c @ (x, y, 1).
-    m = np.asarray(M_c2o, dtype=np.float64)[:2]
-    m_inv = cv2.invertAffineTransform(m)
-    ys, xs = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
-    sx = m_inv[0, 0] * xs + m_inv[0, 1] * ys + m_inv[0, 2]
-    sy = m_inv[1, 0] * xs + m_inv[1, 1] * ys + m_inv[1, 2]
-    grid = np.stack([2 * sx / (wc - 1) - 1, 2 * sy / (hc - 1) - 1], axis=-1).astype(np.float32)
-    grid = torch.from_numpy(grid).to(device)[None].expand(b, h, w, 2)
-    warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    warped = torch.round(warped).permute(0, 2, 3, 1)  # OpenCV rounds the warped frame to uint8
-    out = mask * warped + (1 - mask) * orig.float()
-    return out.clamp(0, 255).to(torch.uint8)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..weights import WeightsLocation
-from .crop import crop_image, transform_points
+from .crop import check_image, crop_image, transform_points
 
 __all__ = [
     "DET_10G",
@@ -128,13 +128,6 @@ def _import_model_zoo():
     return model_zoo
 
 
-def _check_image(image_rgb: np.ndarray) -> np.ndarray:
-    image = np.asarray(image_rgb)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
-    return image
-
-
 class FaceDetector:
     """The three ONNX models of the human source path, loaded once; call :meth:`find` per image.
 
@@ -183,7 +176,7 @@ class FaceDetector:
         """All faces with score >= ``det_thresh`` (default: the detector's), largest box first; [] if none."""
         from insightface.app.common import Face as InsightFace
 
-        image = _check_image(image_rgb)
+        image = check_image(image_rgb)
         thresh = self.det_thresh if det_thresh is None else float(det_thresh)
         image_bgr = np.ascontiguousarray(image[:, :, ::-1])
         # Set as an attribute rather than passed to detect(): insightface 0.7.3's detect() has no det_thresh.
@@ -218,7 +211,7 @@ class FaceDetector:
     def landmarks_203(self, image_rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """LivePortrait's 203 landmarks (203, 2) float32 in image pixels, seeded by 106 or 203 points
         (203 when tracking video frames)."""
-        image = _check_image(image_rgb)
+        image = check_image(image_rgb)
         crop = crop_image(image, landmarks, dsize=LANDMARK_203_DSIZE, scale=LANDMARK_203_SCALE,
                           vy_ratio=LANDMARK_203_VY_RATIO, rotate=True)
         x = (crop.image.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]  # (1, 3, 224, 224) RGB

@@ -10,14 +10,21 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .crop import crop_image, resize_area, square_crop_matrices, transform_points
-from .detect import Face, _check_image
+from .crop import check_image, crop_image, resize_area, square_crop_matrices, transform_points
+from .detect import Face
 
 __all__ = [
+    "CROP_MODES",
+    "CROP_SCALE",
+    "CROP_VX_RATIO",
+    "CROP_VY_RATIO",
+    "MIN_SOURCE_SIDE",
     "SOURCE_MAX_DIM",
     "SOURCE_DIVISION",
     "NETWORK_SIZE",
     "SourceCrop",
+    "check_image",
+    "landmark_crop",
     "resize_to_limit",
     "crop_source",
     "box_crop",
@@ -27,6 +34,14 @@ __all__ = [
 SOURCE_MAX_DIM = 1280  # source_max_dim
 SOURCE_DIVISION = 2  # source_division
 NETWORK_SIZE = 256  # input size of the appearance and motion networks
+MIN_SOURCE_SIDE = 16  # smaller pictures hold no face to animate (and trip video encoders)
+
+CROP_MODES = ("auto", "none", "box")  # detector, the image as it is, a given box
+# LivePortrait's source crop as JoyVASA uses it: side = 2.3 x the landmarks' extent, moved up by 12.5 % of the
+# side; the original never shifts sideways.
+CROP_SCALE = 2.3
+CROP_VX_RATIO = 0.0
+CROP_VY_RATIO = -0.125
 
 
 @dataclass(frozen=True)
@@ -57,10 +72,12 @@ def resize_to_limit(image: np.ndarray, max_dim: int = SOURCE_MAX_DIM, division: 
 
     When max(H, W) > max_dim (and max_dim > 0) the image is resized (OpenCV bilinear) so that the long side
     is exactly max_dim and the short side is ``int(short * (max_dim / long))`` (truncated). Then the bottom
-    rows and right columns that exceed a multiple of ``division`` are dropped (no resize). An image that would
-    become empty is returned as it is.
+    rows and right columns that exceed a multiple of ``division`` are dropped (no resize). Images with a side
+    under ``MIN_SOURCE_SIDE`` pixels are refused.
     """
-    h, w = image.shape[:2]
+    h, w = check_image(image).shape[:2]
+    if min(h, w) < MIN_SOURCE_SIDE:
+        raise ValueError(f"the image is {w}x{h} pixels; a portrait needs at least {MIN_SOURCE_SIDE}x{MIN_SOURCE_SIDE}")
     if max_dim > 0 and max(h, w) > max_dim:
         if h > w:
             new_h, new_w = max_dim, int(w * (max_dim / h))
@@ -75,8 +92,8 @@ def resize_to_limit(image: np.ndarray, max_dim: int = SOURCE_MAX_DIM, division: 
     return image[:new_h, :new_w] if (new_h, new_w) != (h, w) else image
 
 
-def crop_source(image: np.ndarray, face: Face, scale: float = 2.3, vx_ratio: float = 0.0, vy_ratio: float = -0.125,
-                dsize: int = 512, rotate: bool = True) -> SourceCrop:
+def crop_source(image: np.ndarray, face: Face, scale: float = CROP_SCALE, vx_ratio: float = CROP_VX_RATIO,
+                vy_ratio: float = CROP_VY_RATIO, dsize: int = 512, rotate: bool = True) -> SourceCrop:
     """The human source crop: LivePortrait's similarity crop from the face's 106 landmarks.
 
     ``image``: the (H, W, 3) uint8 RGB image the face was detected on. Defaults are JoyVASA's: scale 2.3
@@ -87,19 +104,19 @@ def crop_source(image: np.ndarray, face: Face, scale: float = 2.3, vx_ratio: flo
     return landmark_crop(image, face.landmarks_106, scale, vx_ratio, vy_ratio, dsize, rotate, face.landmarks_203)
 
 
-def landmark_crop(image: np.ndarray, points: np.ndarray, scale: float = 2.3, vx_ratio: float = 0.0,
-                  vy_ratio: float = -0.125, dsize: int = 512, rotate: bool = True,
-                  landmarks_203: np.ndarray | None = None) -> SourceCrop:
+def landmark_crop(image: np.ndarray, points: np.ndarray, scale: float = CROP_SCALE,
+                  vx_ratio: float = CROP_VX_RATIO, vy_ratio: float = CROP_VY_RATIO, dsize: int = 512,
+                  rotate: bool = True, landmarks_203: np.ndarray | None = None) -> SourceCrop:
     """The similarity crop from any supported landmark layout: 106 (human) or the 9 X-Pose animal points.
     ``landmarks_203`` (image pixels), when known, are carried into the crop's frame for normalize-lip."""
-    image = _check_image(image)
+    image = check_image(image)
     crop = crop_image(image, points, dsize=dsize, scale=scale, vx_ratio=vx_ratio, vy_ratio=vy_ratio, rotate=rotate)
     lmk = None if landmarks_203 is None else transform_points(landmarks_203, crop.M_o2c).astype(np.float32)
     return SourceCrop(crop.image, resize_area(crop.image, NETWORK_SIZE), crop.M_o2c, crop.M_c2o, lmk)
 
 
-def box_crop(image: np.ndarray, box_xyxy, scale: float = 2.3, vx_ratio: float = 0.0, vy_ratio: float = -0.125,
-             dsize: int = 512) -> SourceCrop:
+def box_crop(image: np.ndarray, box_xyxy, scale: float = CROP_SCALE, vx_ratio: float = CROP_VX_RATIO,
+             vy_ratio: float = CROP_VY_RATIO, dsize: int = 512) -> SourceCrop:
     """A square crop around a given face box (animal mode without X-Pose, or a manual box).
 
     ``box_xyxy`` = (x1, y1, x2, y2) in pixels is read as the face's extent, i.e. what the landmarks span in
@@ -108,7 +125,7 @@ def box_crop(image: np.ndarray, box_xyxy, scale: float = 2.3, vx_ratio: float = 
     side downwards (negative = up). So the defaults frame a face box like a detected face; pass
     ``scale=1, vy_ratio=0`` to crop exactly the square around the box. Outside the image is black.
     """
-    image = _check_image(image)
+    image = check_image(image)
     x1, y1, x2, y2 = (float(v) for v in box_xyxy)
     extent = max(x2 - x1, y2 - y1)
     if not extent > 0 or scale <= 0:
@@ -131,7 +148,7 @@ def no_crop(image: np.ndarray, landmarks_203: np.ndarray | None = None, dsize: i
     centres aligned like cv2.resize). ``landmarks_203`` (in image pixels), when given, are mapped into
     the crop frame.
     """
-    image = _check_image(image)
+    image = check_image(image)
     h, w = image.shape[:2]
     sx, sy = dsize / w, dsize / h
     m_o2c = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]], dtype=np.float32)

@@ -25,6 +25,7 @@ from torch import Tensor
 from .constants import (
     ENCODER_HOP,
     ENCODER_PAD_THRESHOLD,
+    FPS,
     LEAD_SILENCE_FRAMES,
     SAMPLE_RATE,
     SAMPLES_PER_FRAME,
@@ -84,11 +85,9 @@ def resample(audio: np.ndarray, sample_rate: int, target_rate: int = SAMPLE_RATE
     return np.pad(out, (0, n_target - out.shape[-1]))
 
 
-def prepare_audio(waveform: Tensor | np.ndarray, sample_rate: int) -> Tensor:
-    """Any waveform -> (T,) float32 mono at 16 kHz, not normalised (the original's librosa path).
-
-    `waveform` may be (T,), (C, T) or a ComfyUI AUDIO batch (1, C, T); channels are averaged.
-    """
+def as_channels(waveform: Tensor | np.ndarray) -> Tensor:
+    """One clip of audio as a (C, T) float32 CPU tensor: (T,), (C, T) or a ComfyUI AUDIO batch of one
+    (1, C, T). Refuses batches of several clips, empty audio and NaN or infinite samples."""
     x = torch.as_tensor(waveform).detach().to("cpu", torch.float32)
     if x.ndim == 3:
         if x.shape[0] != 1:
@@ -102,7 +101,17 @@ def prepare_audio(waveform: Tensor | np.ndarray, sample_rate: int) -> Tensor:
     if x.shape[-1] == 0:
         raise ValueError("The audio is empty (0 samples). Pass a speech recording.")
     if not torch.isfinite(x).all():
-        raise ValueError("The audio contains NaN or infinite samples.")
+        raise ValueError("The audio contains NaN or infinite samples; it is damaged or not a recording. Re-export "
+                         "it (e.g. as 16-bit PCM wav).")
+    return x
+
+
+def prepare_audio(waveform: Tensor | np.ndarray, sample_rate: int) -> Tensor:
+    """Any waveform -> (T,) float32 mono at 16 kHz, not normalised (the original's librosa path).
+
+    `waveform` may be (T,), (C, T) or a ComfyUI AUDIO batch (1, C, T); channels are averaged.
+    """
+    x = as_channels(waveform)
     if sample_rate <= 0:
         raise ValueError(f"Invalid sample rate {sample_rate}.")
     mono = x.mean(dim=0) if x.shape[0] > 1 else x[0]
@@ -132,6 +141,14 @@ def frames_to_keep(n_frames: int, alignment: Alignment = "original") -> slice:
     if alignment == "aligned":
         return slice(LEAD_SILENCE_FRAMES, n_frames)
     raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}.")
+
+
+def audio_delay(alignment: Alignment = "original") -> float:
+    """Seconds to delay the speech by so that it plays in sync with the frames: the 2 silent lead frames
+    (80 ms) of the original timing, 0 when aligned."""
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}.")
+    return LEAD_SILENCE_FRAMES / FPS if alignment == "original" else 0.0
 
 
 @dataclass(frozen=True)

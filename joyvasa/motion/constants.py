@@ -37,4 +37,6 @@ YAW = slice(68, 69)
 ROLL = slice(69, 70)
 
 DEFAULT_CFG_SCALE = 2.8  # the original command line's default (its Gradio demo uses 4.0)
+CFG_SCALE_RANGE = (0.0, 10.0)  # 1 = no guidance; past 10 the lips only jitter
+SEED_RANGE = (0, 2**64 - 1)  # what torch.Generator.manual_seed takes
 DEFAULT_SMOOTHING = 0.01  # EMA weight of the new sample for pose, scale and translation

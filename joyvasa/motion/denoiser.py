@@ -74,7 +74,6 @@ class DenoisingNetwork(nn.Module):
     def __init__(self, config: DenoiserConfig):
         super().__init__()
         self.config = config
-        self.pe_mode: PEMode = config.pe_mode  # may be switched after loading; checked in forward
         d = config.d_model
         # The step table is rebuilt, never loaded: the original drops `TE.pe` from the checkpoint.
         self.TE = SinusoidalTable(config.step_rows, d, persistent=False)
@@ -91,18 +90,20 @@ class DenoisingNetwork(nn.Module):
         """(N,) integer steps -> (N, 1, d): MLP of the step's sinusoidal row."""
         return self.diff_step_map(self.TE.pe[0, step])[:, None]
 
-    def positional_encoding(self, n_tokens: int) -> Tensor:
-        """(1, n_tokens, d) for "main"; (1, d) broadcast to every token for "legacy" (row n_tokens)."""
-        if self.pe_mode == "legacy":
+    def positional_encoding(self, n_tokens: int, pe_mode: PEMode | None = None) -> Tensor:
+        """(1, n_tokens, d) for "main"; (1, d) broadcast to every token for "legacy" (row n_tokens).
+        pe_mode None = the configured one."""
+        pe_mode = self.config.pe_mode if pe_mode is None else pe_mode
+        if pe_mode == "legacy":
             return self.PE.pe[:, n_tokens]
-        if self.pe_mode == "main":
+        if pe_mode == "main":
             return self.PE.pe[:, :n_tokens]
-        raise ValueError(f"pe_mode must be one of {PE_MODES}, got {self.pe_mode!r}")
+        raise ValueError(f"pe_mode must be one of {PE_MODES}, got {pe_mode!r}")
 
-    def tokens(self, x_t: Tensor, prev_motion: Tensor, step: Tensor) -> Tensor:
+    def tokens(self, x_t: Tensor, prev_motion: Tensor, step: Tensor, pe_mode: PEMode | None = None) -> Tensor:
         """Transformer input: feature_proj([context; x_t]) + positional encoding + step embedding."""
         x = self.feature_proj(torch.cat([prev_motion, x_t], dim=1))  # (N, Lp + L, d)
-        x = x + self.positional_encoding(x.shape[1])
+        x = x + self.positional_encoding(x.shape[1], pe_mode)
         return x + self.step_embedding(step)
 
     def audio_attention(self, audio: Tensor, prev_audio: Tensor) -> list[Tensor] | None:
@@ -128,11 +129,12 @@ class DenoisingNetwork(nn.Module):
         return out
 
     def forward(self, x_t: Tensor, step: Tensor, audio: Tensor, prev_motion: Tensor, prev_audio: Tensor,
-                audio_attention: list[Tensor] | None = None) -> Tensor:
+                audio_attention: list[Tensor] | None = None, pe_mode: PEMode | None = None) -> Tensor:
         """x_t (N, L, D), step (N,), audio (N, L, d), prev_motion (N, Lp, D), prev_audio (N, Lp, d)
         -> x0 estimate for all Lp + L tokens (N, Lp + L, D); the sampler keeps the last L.
-        `audio_attention`: this window's `audio_attention(audio, prev_audio)`, to skip recomputing it."""
-        x = self.tokens(x_t, prev_motion, step)  # (N, Lp + L, d)
+        `audio_attention`: this window's `audio_attention(audio, prev_audio)`, to skip recomputing it.
+        `pe_mode`: positional encoding for this call (None = the configured one)."""
+        x = self.tokens(x_t, prev_motion, step, pe_mode)  # (N, Lp + L, d)
         if audio_attention is None:
             audio_attention = self.audio_attention(audio, prev_audio)
         if audio_attention is None or self.training:

@@ -24,7 +24,7 @@ from .audio import (
 from .audio_encoder import AudioEncoder
 from .constants import DEFAULT_CFG_SCALE, DEFAULT_SMOOTHING, SAMPLE_RATE
 from .decode import MotionSequence, MotionTemplate, decode_motion
-from .denoiser import DenoisingNetwork
+from .denoiser import DenoisingNetwork, PEMode
 from .sampler import Callback, GuidedDenoiser, replay_noise, sample_motion, seeded_noise
 from .schedule import DiffusionSchedule
 
@@ -76,11 +76,8 @@ class MotionGenerator(nn.Module):
 
     @property
     def pe_mode(self) -> str:
-        return self.denoiser.pe_mode
-
-    @pe_mode.setter
-    def pe_mode(self, mode: str) -> None:
-        self.denoiser.pe_mode = mode
+        """The positional encoding used when a call names none (chosen at loading)."""
+        return self.denoiser.config.pe_mode
 
     @torch.no_grad()
     def encode_audio(self, windows: Tensor) -> Tensor:
@@ -129,7 +126,7 @@ def encode_speech(model: MotionGenerator, waveform: Tensor | np.ndarray, sample_
 def sample_speech_motion(model: MotionGenerator, speech: SpeechFeatures, *, seed: int | torch.Generator = 0,
                          cfg_scale: float = DEFAULT_CFG_SCALE, alignment: Alignment = "original",
                          smoothing: float | None = DEFAULT_SMOOTHING, noise: NoiseReplay | None = None,
-                         callback: Callback | None = None) -> MotionSequence:
+                         pe_mode: PEMode | None = None, callback: Callback | None = None) -> MotionSequence:
     """Encoded speech -> per-frame motion (see `generate_motion` for the options)."""
     device, dtype = model.device, model.dtype
     features = speech.features.to(device, dtype)
@@ -149,7 +146,7 @@ def sample_speech_motion(model: MotionGenerator, speech: SpeechFeatures, *, seed
         generator = seed if isinstance(seed, torch.Generator) else torch.Generator("cpu").manual_seed(int(seed))
         x_T = torch.randn(shape, generator=generator).to(device, dtype)
         noise_fn = seeded_noise(generator, shape, device=device, dtype=dtype)
-    guided = GuidedDenoiser(model.denoiser, model.null_audio, cfg_scale)
+    guided = GuidedDenoiser(model.denoiser, model.null_audio, cfg_scale, pe_mode)
     x0 = sample_motion(guided, features, model.schedule, x_T, model.start_motion, model.start_audio, noise_fn,
                        callback)  # (W, L, D)
 
@@ -163,7 +160,7 @@ def generate_motion(model: MotionGenerator, waveform: Tensor | np.ndarray, sampl
                     seed: int | torch.Generator = 0,
                     cfg_scale: float = DEFAULT_CFG_SCALE, alignment: Alignment = "original",
                     smoothing: float | None = DEFAULT_SMOOTHING, noise: NoiseReplay | None = None,
-                    callback: Callback | None = None) -> MotionSequence:
+                    pe_mode: PEMode | None = None, callback: Callback | None = None) -> MotionSequence:
     """Speech -> per-frame LivePortrait motion at 25 fps.
 
     waveform: any sample rate, (T,), (C, T) or a ComfyUI AUDIO batch (1, C, T); downmixed and resampled to
@@ -178,8 +175,9 @@ def generate_motion(model: MotionGenerator, waveform: Tensor | np.ndarray, sampl
         which the renderer uses as the neutral anchor of relative motion. "aligned" drops those 2 lead frames,
         removing the 80 ms lag: frame k shows audio [k/25, (k + 1)/25) s, floor(n / 640) + 1 frames.
     smoothing: EMA strength on head pose, scale and translation (0.01 = the original; None = off).
+    pe_mode: the denoiser's positional encoding, "legacy" or "main" (None = the one chosen at loading).
     callback: called after every denoising step with {window, n_windows, i, n_steps, t, x, denoised}.
     """
     speech = encode_speech(model, waveform, sample_rate)
     return sample_speech_motion(model, speech, seed=seed, cfg_scale=cfg_scale, alignment=alignment,
-                                smoothing=smoothing, noise=noise, callback=callback)
+                                smoothing=smoothing, noise=noise, pe_mode=pe_mode, callback=callback)

@@ -25,13 +25,14 @@ import json
 import logging
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 import numpy as np
 from torch import Tensor
 
-from ..checkpoint import CheckpointError, load_strict, read_checkpoint
+from ..checkpoint import TRAINING_ARGS_GLOBALS, CheckpointError, first_line, load_strict, read_checkpoint
 from .audio_encoder import AUDIO_MODELS, AudioEncoder, build_speech_model, default_encoder_config, encoder_family
 from .constants import FPS
 from .decode import MotionTemplate
@@ -41,14 +42,6 @@ from .schedule import BUFFER_NAMES, DiffusionSchedule
 
 log = logging.getLogger(__name__)
 
-# Everything the official checkpoint's pickle needs besides tensors. Paths become pure paths on every OS.
-CHECKPOINT_GLOBALS = (
-    argparse.Namespace,
-    (PurePosixPath, "pathlib.PosixPath"),
-    (PurePosixPath, "pathlib._local.PosixPath"),  # pickled by Python >= 3.13
-    (PureWindowsPath, "pathlib.WindowsPath"),
-    (PureWindowsPath, "pathlib._local.WindowsPath"),
-)
 
 # `args` fields the inference reads, with train.py's defaults for a checkpoint that lacks one.
 ARG_DEFAULTS = {
@@ -83,6 +76,10 @@ _ARRAY_GLOBALS = {
 }
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    """The pickle names a global outside the allow-list (it was not imported, nothing ran)."""
+
+
 class _ArrayOnlyUnpickler(pickle.Unpickler):
     """Resolves only NumPy's array-reconstruction globals; refuses every other global."""
 
@@ -90,7 +87,7 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         try:
             return _ARRAY_GLOBALS[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refused global {module}.{name}") from None
+            raise _RefusedGlobal(f"{module}.{name}") from None
 
 
 def read_motion_template(path: str | Path) -> MotionTemplate:
@@ -99,15 +96,20 @@ def read_motion_template(path: str | Path) -> MotionTemplate:
     if not path.is_file():
         raise CheckpointError(f"Motion template not found: {path}. It is JoyVASA/motion_template/motion_template.pkl "
                               "from the Hugging Face repo jdh-algo/JoyVASA.")
+    data = path.read_bytes()
+    if zipfile.is_zipfile(path):  # torch.save writes zip archives; the template is a bare pickle
+        raise CheckpointError(f"{path} is a PyTorch checkpoint, not JoyVASA's motion_template.pkl (a pickle of NumPy "
+                              "arrays). Check that the files are in their official places (not swapped).")
     try:
-        arrays = _ArrayOnlyUnpickler(io.BytesIO(path.read_bytes())).load()
-    except pickle.UnpicklingError as err:
+        arrays = _ArrayOnlyUnpickler(io.BytesIO(data)).load()
+    except _RefusedGlobal as err:
         raise CheckpointError(
-            f"Refused to load {path}: {err}. The official motion template holds only NumPy arrays; this file "
-            "asks to run other code, so it is not the official file or has been tampered with. Nothing in it "
-            "was executed.") from None
+            f"Refused to load {path}: it asks to import {err}, but the official motion template holds only NumPy "
+            "arrays; nothing in it was run. Is it the right file? Download motion_template.pkl again from the "
+            "Hugging Face repo jdh-algo/JoyVASA.") from None
     except Exception as err:  # truncated or not a pickle at all
-        raise CheckpointError(f"Cannot read {path}: {err}. Download motion_template.pkl again.") from None
+        raise CheckpointError(f"Cannot read {path}: {first_line(err)}. It is not a complete pickle; download "
+                              "motion_template.pkl again.") from None
     if not isinstance(arrays, dict) or not all(
             isinstance(k, str) and isinstance(v, np.ndarray) and v.dtype.kind in "fiu" for k, v in arrays.items()):
         raise CheckpointError(f"{path} is not a dict of numeric NumPy arrays. Is it JoyVASA's motion_template.pkl?")
@@ -124,7 +126,7 @@ def read_motion_checkpoint(path: str | Path) -> tuple[dict, dict[str, Tensor]]:
 
     A bare state dict (e.g. a safetensors re-save) is accepted too; its args take train.py's defaults."""
     path = Path(path)
-    obj = read_checkpoint(path, CHECKPOINT_GLOBALS)
+    obj = read_checkpoint(path, TRAINING_ARGS_GLOBALS)
     if isinstance(obj, Mapping) and "model" in obj:
         state, ns = obj["model"], obj.get("args")
     else:

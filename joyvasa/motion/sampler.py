@@ -30,7 +30,8 @@ Callback = Callable[[dict], None]
 
 
 class XZeroModel(Protocol):
-    def __call__(self, x_t: Tensor, t: int, audio: Tensor, prev_motion: Tensor, prev_audio: Tensor) -> Tensor: ...
+    def __call__(self, x_t: Tensor, t: int, audio: Tensor, prev_motion: Tensor, prev_audio: Tensor,
+                 **window_inputs) -> Tensor: ...
 
 
 class GuidedDenoiser:
@@ -38,29 +39,34 @@ class GuidedDenoiser:
 
     u is the network's output with the current window's audio replaced by the learned null token (the context
     audio stays real), c the output with the audio. Both run as one batch; the last L tokens are kept.
+    `window_inputs` computes what depends only on a window's audio (the network's audio attention) once; the
+    sampler passes it back at every step of that window. The wrapper itself holds no state between calls.
     """
 
-    def __init__(self, net: nn.Module, null_audio: Tensor, cfg_scale: float):
-        self.net, self.null_audio, self.cfg_scale = net, null_audio, float(cfg_scale)
-        self._window: tuple | None = None  # (audio, prev_audio, cached audio attention) of the current window
+    def __init__(self, net: nn.Module, null_audio: Tensor, cfg_scale: float, pe_mode: str | None = None):
+        self.net, self.null_audio, self.cfg_scale, self.pe_mode = net, null_audio, float(cfg_scale), pe_mode
 
-    def _audio_attention(self, audio: Tensor, prev_audio: Tensor, both_audio: Tensor, both_prev: Tensor):
-        """The network's per-window audio attention, computed at the window's first step and reused."""
-        if not hasattr(self.net, "audio_attention"):
-            return None
-        if self._window is None or self._window[0] is not audio or self._window[1] is not prev_audio:
-            self._window = (audio, prev_audio, self.net.audio_attention(both_audio, both_prev))
-        return self._window[2]
-
-    def __call__(self, x_t: Tensor, t: int, audio: Tensor, prev_motion: Tensor, prev_audio: Tensor) -> Tensor:
-        N, L, _ = x_t.shape
+    def _with_null(self, audio: Tensor, prev_audio: Tensor) -> tuple[Tensor, Tensor]:
+        """(null audio; real audio) and the context audio twice, as one batch of 2N."""
+        N, L, _ = audio.shape
         null = self.null_audio.to(audio).expand(N, L, -1)
+        return torch.cat([null, audio]), torch.cat([prev_audio, prev_audio])
+
+    def window_inputs(self, audio: Tensor, prev_audio: Tensor) -> dict:
+        """The network's per-window audio attention for both halves of the batch ({} if it has none)."""
+        if not hasattr(self.net, "audio_attention"):
+            return {}
+        cached = self.net.audio_attention(*self._with_null(audio, prev_audio))
+        return {} if cached is None else {"audio_attention": cached}
+
+    def __call__(self, x_t: Tensor, t: int, audio: Tensor, prev_motion: Tensor, prev_audio: Tensor,
+                 audio_attention: list[Tensor] | None = None) -> Tensor:
+        N, L, _ = x_t.shape
         step = torch.full((2 * N,), t, dtype=torch.long, device=x_t.device)
-        both_audio, both_prev = torch.cat([null, audio]), torch.cat([prev_audio, prev_audio])
-        extra = {}
-        cached = self._audio_attention(audio, prev_audio, both_audio, both_prev)
-        if cached is not None:
-            extra["audio_attention"] = cached
+        both_audio, both_prev = self._with_null(audio, prev_audio)
+        extra = {} if audio_attention is None else {"audio_attention": audio_attention}
+        if self.pe_mode is not None:
+            extra["pe_mode"] = self.pe_mode
         out = self.net(torch.cat([x_t, x_t]), step, both_audio, torch.cat([prev_motion, prev_motion]), both_prev,
                        **extra)[:, -L:]  # (2N, L, D)
         uncond, cond = out[:N], out[N:]
@@ -103,9 +109,11 @@ def sample_window(model: XZeroModel, x_T: Tensor, schedule: DiffusionSchedule, a
     noise: per-step z; None samples the posterior mean only (deterministic, not what the original does)."""
     x = x_T
     n_steps = schedule.n_steps
+    # what depends only on this window's audio, computed once and passed to every step
+    window_inputs = model.window_inputs(audio, prev_audio) if hasattr(model, "window_inputs") else {}
     for i, t in enumerate(range(n_steps, 0, -1)):
         z = noise(window, t) if (noise is not None and t > 1) else None
-        x0 = model(x, t, audio, prev_motion, prev_audio)
+        x0 = model(x, t, audio, prev_motion, prev_audio, **window_inputs)
         x_next = ddpm_step(x, x0, t, schedule, z)
         if callback is not None:
             callback({"window": window, "n_windows": n_windows, "i": i, "n_steps": n_steps, "t": t, "x": x,

@@ -4,7 +4,8 @@
     motion = joyvasa.motion.generate_motion(generator, waveform, rate)  # speech -> per-frame motion
     for frames in animate(renderer, source, motion, options): ...      # keypoints -> W + G -> paste-back
 
-`animate` streams: it holds one batch of frames at a time.
+`animate` streams: it holds one batch of frames at a time. `animate_portrait` (portrait.py) runs the whole
+chain from a picture and a speech clip, with every option checked up front: the CLI and the nodes use it.
 """
 from __future__ import annotations
 
@@ -37,7 +38,23 @@ def animate(renderer: LivePortraitRenderer, source: Source, motion, options: Dri
     yield from stream_uint8(frames, paste)
 
 
+from .portrait import (  # noqa: E402  (builds on the steps above)
+    CropOptions,
+    MotionOptions,
+    PortraitClip,
+    PortraitOptions,
+    animate_portrait,
+    check_detector,
+    crop_portrait,
+    detector_files,
+    load_detector,
+    portrait_files,
+    portrait_image,
+)
+
 __all__ = [
-    "DrivingKeypoints", "DrivingOptions", "PasteBack", "Source", "animate", "driving_keypoints",
-    "motion_multiplier", "prepare_source", "render_frames", "stream_uint8", "will_paste_back",
+    "CropOptions", "DrivingKeypoints", "DrivingOptions", "MotionOptions", "PasteBack", "PortraitClip",
+    "PortraitOptions", "Source", "animate", "animate_portrait", "check_detector", "crop_portrait",
+    "detector_files", "driving_keypoints", "load_detector", "motion_multiplier", "portrait_files",
+    "portrait_image", "prepare_source", "render_frames", "stream_uint8", "will_paste_back",
 ]

@@ -16,13 +16,14 @@ Then, both: stitching (optional), the normalize-lip delta (human), and x_s + (x_
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..renderer import LivePortraitRenderer, SourceKeypoints, retarget_lip, stitch
-from ..renderer.keypoints import LIP_KP, lip_close_ratio
+from ..renderer.keypoints import LIP_KP, lip_close_ratio, transform_keypoints
 
 DRIVING_OPTIONS = ("expression-friendly", "pose-friendly")
 ANIMATION_REGIONS = ("all", "exp", "pose", "lip")
@@ -49,12 +50,27 @@ class DrivingOptions:
             raise ValueError(f"driving_multiplier must be a finite number >= 0, got {self.driving_multiplier}")
 
 
+class DrivingMotion(NamedTuple):
+    """The per-frame motion fields the keypoint rules read: exp (T, 21, 3), scale (T, 1), t (T, 3), R (T, 3, 3)."""
+
+    exp: Tensor
+    scale: Tensor
+    t: Tensor
+    R: Tensor
+
+    @classmethod
+    def of(cls, motion, device: torch.device) -> DrivingMotion:
+        """From any object with those fields (e.g. `joyvasa.motion.MotionSequence`), float32 on `device`."""
+        return cls(*(getattr(motion, name).to(device, torch.float32) for name in cls._fields))
+
+
 def motion_multiplier(x_s: Tensor, x_d0: Tensor) -> float:
     """sqrt(V(x_s)) / sqrt(V(x_d,0)), V = volume of the 3-D convex hull of the 21 keypoints."""
     from scipy.spatial import ConvexHull
 
-    v_s = ConvexHull(x_s.reshape(-1, 3).double().cpu().numpy()).volume
-    v_d = ConvexHull(x_d0.reshape(-1, 3).double().cpu().numpy()).volume
+    # to the CPU before float64: MPS has no float64
+    v_s = ConvexHull(x_s.detach().reshape(-1, 3).cpu().double().numpy()).volume
+    v_d = ConvexHull(x_d0.detach().reshape(-1, 3).cpu().double().numpy()).volume
     return float(np.sqrt(v_s) / np.sqrt(v_d))
 
 
@@ -95,7 +111,7 @@ def human_keypoints(src: SourceKeypoints, motion, options: DrivingOptions) -> tu
         delta = exp_s.expand(T, -1, -1)
     scale = src.scale * (motion.scale.float() / motion.scale[:1].float())  # (T, 1)
     t = _relative_translation(motion.t.float(), src.t)
-    x = scale[:, :, None] * (src.kp @ R_new + delta) + t[:, None, :]
+    x = transform_keypoints(src.kp.expand(T, -1, -1), R_new, delta, scale, t)
     if options.relative_motion and options.driving_option == "expression-friendly":
         return _reanchor(x, src.x_s)
     return x, None
@@ -107,7 +123,7 @@ def animal_keypoints(src: SourceKeypoints, motion) -> tuple[Tensor, float]:
     R_new = _relative_rotation(motion.R.float(), src.R)
     delta = src.exp + (exp_d - exp_d[:1])
     t = _relative_translation(motion.t.float(), src.t)
-    x = src.scale[:, :, None] * (src.kp @ R_new + delta) + t[:, None, :]
+    x = transform_keypoints(src.kp.expand(len(exp_d), -1, -1), R_new, delta, src.scale, t)
     return _reanchor(x, src.x_s)
 
 
@@ -136,7 +152,9 @@ class DrivingKeypoints:
 
 def driving_keypoints(renderer: LivePortraitRenderer, src: SourceKeypoints, motion, options: DrivingOptions,
                       species: str = "human", landmarks_203: Tensor | None = None) -> DrivingKeypoints:
-    """The whole keypoint chain for one source and one motion sequence."""
+    """The whole keypoint chain for one source and one motion sequence, on the renderer's device (the source's
+    keypoints and the motion are moved there first, wherever they were made)."""
+    src, motion = src.to(renderer.device), DrivingMotion.of(motion, renderer.device)
     if species == "human":
         x, m = human_keypoints(src, motion, options)
         lip_delta = None

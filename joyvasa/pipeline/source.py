@@ -16,7 +16,8 @@ from ..renderer import LivePortraitRenderer, SourceKeypoints, appearance_feature
 
 @dataclass(frozen=True)
 class Source:
-    """A source portrait ready to animate (tensors on the CPU; the renderer moves them when it runs)."""
+    """A source portrait ready to animate. Its tensors stay where the renderer made them; every step moves what
+    it is given to its renderer's device at entry."""
 
     image: np.ndarray  # (H, W, 3) uint8, the size-limited image the crop was taken from (paste-back target)
     crop: SourceCrop  # 512 / 256 crops, M_c2o, optional 203 landmarks
@@ -32,8 +33,6 @@ class Source:
 
 def prepare_source(renderer: LivePortraitRenderer, image: np.ndarray, crop: SourceCrop) -> Source:
     """Run F and M on the crop's 256x256 image. `image` is the full (size-limited) source image."""
-    I_s = prepare_images(torch.from_numpy(np.ascontiguousarray(crop.image_256))).to(renderer.device)
-    f_s = appearance_features(renderer, I_s)
-    kp = source_keypoints(renderer, I_s)
-    kp = SourceKeypoints(*(t.cpu() for t in kp))
-    return Source(image=image, crop=crop, f_s=f_s.cpu(), keypoints=kp, species=renderer.species)
+    I_s = prepare_images(torch.from_numpy(np.ascontiguousarray(crop.image_256)))
+    return Source(image=image, crop=crop, f_s=appearance_features(renderer, I_s),
+                  keypoints=source_keypoints(renderer, I_s), species=renderer.species)

@@ -41,7 +41,8 @@ class LivePortraitRenderer(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.warping.parameters()).device
+        """Where the networks are (all on one device)."""
+        return next(self.parameters()).device
 
 
 def load_renderer(species: str = "human", animal_version: str = "v1.0",
@@ -73,6 +74,9 @@ class SourceKeypoints(NamedTuple):
     R: Tensor  # (B, 3, 3) row-vector rotation
     x_s: Tensor  # (B, 21, 3) posed keypoints
 
+    def to(self, device: torch.device | str) -> SourceKeypoints:
+        return SourceKeypoints(*(t.to(device) for t in self))
+
 
 def prepare_images(images: Tensor) -> Tensor:
     """(B, H, W, 3) uint8 or float in [0, 1] -> (B, 3, 256, 256) float32 in [0, 1], the networks' input."""
@@ -85,21 +89,29 @@ def prepare_images(images: Tensor) -> Tensor:
     return x.contiguous()
 
 
-def _run(module: nn.Module, *args: Tensor):
-    dtype = next(module.parameters()).dtype
-    return module(*(a.to(dtype) for a in args))
+def _features(module: nn.Module, x: Tensor) -> Tensor:
+    """An image or feature volume in the module's device and dtype (the only tensors that take a low-precision
+    dtype; keypoints always stay float32)."""
+    param = next(module.parameters())
+    return x.to(param.device, param.dtype)
+
+
+def _keypoints(module: nn.Module, x: Tensor) -> Tensor:
+    """Keypoints (or eye / lip ratios) on the module's device, always float32."""
+    return x.to(next(module.parameters()).device, torch.float32)
 
 
 @torch.no_grad()
 def appearance_features(renderer: LivePortraitRenderer, images: Tensor) -> Tensor:
-    """(B, 3, 256, 256) -> f_s (B, 32, 16, 64, 64), in the renderer's dtype."""
-    return _run(renderer.appearance, images)
+    """(B, 3, 256, 256) -> f_s (B, 32, 16, 64, 64), in the renderer's dtype, on its device."""
+    return renderer.appearance(_features(renderer.appearance, images))
 
 
 @torch.no_grad()
 def source_keypoints(renderer: LivePortraitRenderer, images: Tensor) -> SourceKeypoints:
-    """(B, 3, 256, 256) -> head pose in degrees, expression, scale, translation, x_c, R and x_s (float32)."""
-    out = _run(renderer.motion, images)
+    """(B, 3, 256, 256) -> head pose in degrees, expression, scale, translation, x_c, R and x_s (float32, on the
+    renderer's device)."""
+    out = renderer.motion(_features(renderer.motion, images))
     B = images.shape[0]
     pitch, yaw, roll = (kpm.bins_to_degrees(v.float()) for v in (out.pitch, out.yaw, out.roll))
     exp, kp = out.exp.float().reshape(B, -1, 3), out.kp.float().reshape(B, -1, 3)
@@ -112,21 +124,24 @@ def source_keypoints(renderer: LivePortraitRenderer, images: Tensor) -> SourceKe
 @torch.no_grad()
 def stitch(renderer: LivePortraitRenderer, x_s: Tensor, x_d: Tensor) -> Tensor:
     """x_d corrected by the stitching MLP so the face stays aligned with the source's shoulders."""
-    delta = renderer.stitching.stitching(kpm.stitching_input(x_s.float(), x_d.float()))
-    return kpm.apply_stitching(x_d.float(), delta)
+    x_s, x_d = _keypoints(renderer.stitching, x_s), _keypoints(renderer.stitching, x_d)
+    delta = renderer.stitching.stitching(kpm.stitching_input(x_s, x_d))
+    return kpm.apply_stitching(x_d, delta)
 
 
 @torch.no_grad()
 def retarget_lip(renderer: LivePortraitRenderer, x_s: Tensor, lip_ratios: Tensor) -> Tensor:
     """(B, 21, 3), (B, 2) [source lip ratio, target lip ratio] -> expression delta (B, 21, 3)."""
-    delta = renderer.stitching.lip(kpm.retargeting_input(x_s.float(), lip_ratios.float()))
+    delta = renderer.stitching.lip(kpm.retargeting_input(_keypoints(renderer.stitching, x_s),
+                                                       _keypoints(renderer.stitching, lip_ratios)))
     return delta.reshape(x_s.shape[0], -1, 3)
 
 
 @torch.no_grad()
 def retarget_eye(renderer: LivePortraitRenderer, x_s: Tensor, eye_ratios: Tensor) -> Tensor:
     """(B, 21, 3), (B, 3) [source left, source right, target] eye ratios -> expression delta (B, 21, 3)."""
-    delta = renderer.stitching.eye(kpm.retargeting_input(x_s.float(), eye_ratios.float()))
+    delta = renderer.stitching.eye(kpm.retargeting_input(_keypoints(renderer.stitching, x_s),
+                                                       _keypoints(renderer.stitching, eye_ratios)))
     return delta.reshape(x_s.shape[0], -1, 3)
 
 
@@ -135,15 +150,18 @@ def warp_decode(renderer: LivePortraitRenderer, f_s: Tensor, x_s: Tensor, x_d: T
                 ) -> tuple[Tensor, WarpOutput]:
     """W then G: (B, 32, 16, 64, 64), (B, 21, 3) x2 -> frames (B, 3, 512, 512) float32 in [0, 1].
 
-    A single source may drive a batch of frames: f_s and x_s of batch 1 are broadcast to x_d's batch.
+    A single source may drive a batch of frames: f_s and x_s of batch 1 are broadcast to x_d's batch. f_s takes
+    the renderer's dtype; the keypoints stay float32 (the dense motion network builds its grids from them).
     """
     B = x_d.shape[0]
+    f_s = _features(renderer.warping, f_s)
+    x_s, x_d = _keypoints(renderer.warping, x_s), _keypoints(renderer.warping, x_d)
     if f_s.shape[0] != B:
         f_s = f_s.expand(B, *f_s.shape[1:])
     if x_s.shape[0] != B:
         x_s = x_s.expand(B, *x_s.shape[1:])
-    warped = _run(renderer.warping, f_s, x_s, x_d)
-    return _run(renderer.generator, warped.out).float(), warped
+    warped = renderer.warping(f_s, x_s, x_d)
+    return renderer.generator(_features(renderer.generator, warped.out)).float(), warped
 
 
 def to_uint8(frames: Tensor) -> Tensor:

@@ -2,12 +2,12 @@
 
     model = load_xpose(WeightsLocation())          # liveportrait_animals/xpose.pth, loaded strictly
     found = detect_animal_keypoints(model, image)  # (H, W, 3) uint8 RGB -> 9 points in pixels
-    crop = animal_face_crop(image, found.points)   # 512 crop, same geometry as human mode
+    crop = landmark_crop(image, found.points)      # joyvasa.face.source: the same similarity crop as human mode
 
 The multi-scale deformable attention that the original runs as a compiled CUDA operator is written with
 `grid_sample`. The prompt is LivePortrait's cached CLIP text embeddings (`animal_face_9.npz`, see README.md).
 """
-from .detect import AnimalKeypoints, NoAnimalFoundError, animal_face_crop, detect_animal_keypoints
+from .detect import AnimalFaceDetector, AnimalKeypoints, NoAnimalFoundError, detect_animal_keypoints
 from .loading import XPOSE_FILE, load_xpose
 from .model import Prompt, XPose, XPoseConfig, XPoseOutput
 from .prompts import ANIMAL_FACE_9, animal_face_prompt
@@ -16,6 +16,7 @@ from .trace import Trace
 __all__ = [
     "ANIMAL_FACE_9",
     "XPOSE_FILE",
+    "AnimalFaceDetector",
     "AnimalKeypoints",
     "NoAnimalFoundError",
     "Prompt",
@@ -23,7 +24,6 @@ __all__ = [
     "XPose",
     "XPoseConfig",
     "XPoseOutput",
-    "animal_face_crop",
     "animal_face_prompt",
     "detect_animal_keypoints",
     "load_xpose",

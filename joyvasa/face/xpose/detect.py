@@ -1,4 +1,5 @@
-"""Animal-face detection end to end: image -> 9 keypoints in pixels -> the same similarity crop as human mode."""
+"""Animal-face detection end to end: image -> the 9 keypoints of the best animal face, in pixels (the crop from
+them is human mode's similarity crop, `joyvasa.face.source.landmark_crop`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..crop import Crop, crop_image
 from .model import Prompt, XPose
 from .postprocess import candidates, to_pixels
 from .preprocess import preprocess
@@ -31,6 +31,18 @@ class AnimalKeypoints:
     points: np.ndarray
     score: float
     box: np.ndarray
+
+
+@dataclass(frozen=True)
+class AnimalFaceDetector:
+    """X-Pose with its score threshold: the animal counterpart of `joyvasa.face.detect.FaceDetector`."""
+
+    model: XPose
+    min_score: float = 0.0  # the original takes the best candidate whatever its score
+
+    def find(self, image_rgb_u8: np.ndarray, min_score: float | None = None) -> AnimalKeypoints:
+        return detect_animal_keypoints(self.model, image_rgb_u8,
+                                       min_score=self.min_score if min_score is None else min_score)
 
 
 @torch.no_grad()
@@ -60,10 +72,3 @@ def detect_animal_keypoints(model: XPose, image_rgb_u8: np.ndarray, prompt: Prom
     points = to_pixels(found.keypoints[best], width, height)
     box = to_pixels(found.boxes_xyxy[best], width, height).reshape(4)
     return AnimalKeypoints(points=points, score=float(found.scores[best]), box=box)
-
-
-def animal_face_crop(image_rgb_u8: np.ndarray, points: np.ndarray, dsize: int = 512, scale: float = 3.0,
-                     vy_ratio: float = -0.125) -> Crop:
-    """The source crop around 9 animal-face keypoints: eye centre = mean of the 4 eye points, lip centre = mean
-    of the lip corners, as human mode's crop. Defaults are JoyVASA's animal settings (scale 3.0)."""
-    return crop_image(image_rgb_u8, points, dsize=dsize, scale=scale, vy_ratio=vy_ratio)

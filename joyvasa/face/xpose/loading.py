@@ -11,27 +11,18 @@ and the other names are filled from it.
 """
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from ...checkpoint import CheckpointError, load_strict, read_checkpoint
+from ...checkpoint import TRAINING_ARGS_GLOBALS, CheckpointError, load_strict, read_checkpoint
 from ...weights import WeightsLocation
 from .model import XPose, XPoseConfig
 
 XPOSE_FILE = "liveportrait_animals/xpose.pth"
 
-# Harmless objects a training checkpoint may hold besides tensors (its `args`); nothing else is unpickled.
-CHECKPOINT_GLOBALS = (
-    argparse.Namespace,
-    (PurePosixPath, "pathlib.PosixPath"),
-    (PurePosixPath, "pathlib._local.PosixPath"),
-    (PureWindowsPath, "pathlib.WindowsPath"),
-    (PureWindowsPath, "pathlib._local.WindowsPath"),
-)
 
 
 def xpose_state(obj: object, path: str | Path) -> dict[str, Tensor]:
@@ -75,6 +66,6 @@ def load_xpose(source: str | Path | WeightsLocation, device: torch.device | str 
     """Build X-Pose and load `xpose.pth` from a path or a `WeightsLocation`; eval mode, no gradients."""
     path = source.find(XPOSE_FILE) if isinstance(source, WeightsLocation) else Path(source)
     model = XPose(config or XPoseConfig())
-    state = resolve_tied(model, xpose_state(read_checkpoint(path, CHECKPOINT_GLOBALS), path), path)
+    state = resolve_tied(model, xpose_state(read_checkpoint(path, TRAINING_ARGS_GLOBALS), path), path)
     load_strict(model, state, path)
     return model.eval().requires_grad_(False).to(device=device, dtype=dtype)

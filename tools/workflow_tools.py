@@ -57,9 +57,10 @@ def schema_of(node_class) -> NodeSchema:
 
 
 def all_schemas() -> dict[str, NodeSchema]:
-    from tests.pack import PACK
+    """Schemas of every node of this pack (imported as ComfyUI imports it) and of the core nodes we use."""
+    from tools.pack import load_pack
 
-    nodes = PACK.nodes
+    nodes = load_pack().nodes
 
     return {**CORE_NODES, **{k: schema_of(v) for k, v in nodes.NODE_CLASS_MAPPINGS.items()}}
 

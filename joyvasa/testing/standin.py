@@ -1,7 +1,7 @@
 """Stand-in checkpoints in the official file layout, built from the parity kit.
 
-The official weights cannot be downloaded in CI, so every test that loads a checkpoint first writes one
-here: same relative path under a weights root, same container (bare state dict, the stitching file's
+The official weights cannot be downloaded in CI, so every test or benchmark that loads a checkpoint first
+writes one: same relative path under a weights root, same container (bare state dict, the stitching file's
 three sub-dicts, the motion generator's {args, model, iter}, X-Pose's {'model': ...}, a pickled template),
 same keys and shapes, with values from the kit's `fill.py` for any seed (kit README §2).
 
@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from ..renderer.keypoints import rotation_matrix
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # joyvasa/testing/standin.py -> the repository
 
 LIVEPORTRAIT_NETWORKS = (
     "appearance_feature_extractor",
@@ -185,9 +187,9 @@ def write_checkpoint(kit: Path, relpath: str, root: Path, seed: int = 0) -> Path
 
 
 def motion_template_stats(seed: int) -> dict[str, np.ndarray]:
-    """The kit's stand-in rule for motion_template.pkl (README §2) for seeds other than 0."""
-    from joyvasa.renderer.keypoints import rotation_matrix  # local import: tests only
-
+    """The kit's stand-in rule for motion_template.pkl (README §2): 2000 synthetic frames, each of the nine
+    series cast to float32 (R computed in float64, then cast), then NumPy's float32 reductions over frames.
+    For seed 0 this reproduces the kit's stored values bit for bit (the writer still uses the stored ones)."""
     rng = np.random.Generator(np.random.PCG64([zlib.crc32(b"motion_template"), seed]))
     n = 2000
     c = 0.01 * rng.standard_normal(63)
@@ -204,12 +206,13 @@ def motion_template_stats(seed: int) -> dict[str, np.ndarray]:
               "roll": angles[:, 2:], "lip": lip, "eyes": eyes}
     out = {}
     for name, x in series.items():
+        x = x.astype(np.float32)  # statistics of the float32 series, not float64 statistics cast afterwards
         out[f"mean_{name}"] = x.mean(0)
         out[f"std_{name}"] = x.std(0)
         out[f"max_{name}"] = x.max(0)
         out[f"min_{name}"] = x.min(0)
         out[f"abs_max_{name}"] = np.abs(x).max(0)
-    return {k: v.astype(np.float32) for k, v in out.items()}
+    return out
 
 
 def liveportrait_files(species: str, animal_version: str = "base_models") -> list[str]:
