@@ -209,6 +209,11 @@ def _dispatch(func, args, kwargs, refuse_float64: bool):
         # A device argument: factories, _to_copy(device=...) from .to() / .cpu(), to.device under inference_mode.
         asks_pretend = any(_is_pretend_device(a) for a in flat)
         asks_cpu = any(isinstance(a, torch.device) and a.type == "cpu" for a in flat)
+    hollow = [a for a in flat if isinstance(a, torch.Tensor) and not isinstance(a, PretendTensor)
+              and a.device.type == PRETEND_DEVICE.type]
+    if hollow:  # made on the pretend device by torch internals without a dispatched copy: its values are lost
+        raise RuntimeError(f"pretend GPU: {func} got a tensor without data on the pretend device (shape "
+                           f"{tuple(hollow[0].shape)}); build it on the CPU and move it with .to(device)")
     if any_pretend and not move_like:
         _check_no_mix(func, args, kwargs)
     if (any_pretend or asks_pretend) and any(isinstance(a, torch.Generator) and a.device.type == "cpu" for a in flat):
@@ -248,9 +253,25 @@ def _dispatch(func, args, kwargs, refuse_float64: bool):
 _DATA_CONSTRUCTORS = {torch.tensor, torch.as_tensor, torch.asarray, torch.Tensor.new_tensor}
 
 
+_INDEXING = {torch.Tensor.__getitem__, torch.Tensor.__setitem__}
+
+
+def _cpu_index(index):
+    """Python lists in an index become CPU index tensors. Left as lists, torch turns them into index tensors on
+    the indexed tensor's device inside C++, without a dispatched copy: on the pretend device that is an empty
+    meta tensor, and the indexing silently does nothing."""
+    if isinstance(index, list):
+        return torch.tensor(index, device=_CPU)
+    if isinstance(index, tuple):
+        return tuple(_cpu_index(i) for i in index)
+    return index
+
+
 class _PretendConstructors(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
+        if func in _INDEXING and len(args) >= 2 and is_pretend(args[0]):
+            return func(args[0], _cpu_index(args[1]), *args[2:], **kwargs)
         if func not in _DATA_CONSTRUCTORS:
             return func(*args, **kwargs)
         data = args[1] if func is torch.Tensor.new_tensor else args[0]

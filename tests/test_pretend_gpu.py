@@ -39,8 +39,10 @@ def seeded(*shape: int, seed: int = 0) -> torch.Tensor:
 
 
 def module(cls, *args, **kwargs) -> nn.Module:
-    torch.manual_seed(0)
-    return cls(*args, **kwargs)
+    """A module with seeded weights (the global RNG is left as it was)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return cls(*args, **kwargs)
 
 
 def on(dev, value):
@@ -349,3 +351,17 @@ def test_pretend_gpu_fixture(pretend_gpu):
     device = joyvasa.devices.resolve_device("auto")
     m = module(nn.Linear, 3, 2).to(device)
     assert device == pretend_gpu and is_pretend(m(torch.ones(1, 3, device=device)))
+
+
+def test_indexing_with_python_lists_reads_and_writes(monkeypatch):
+    x = torch.arange(12.0).reshape(2, 3, 2)
+    y = -torch.arange(8.0).reshape(2, 2, 2) - 1
+    expected = x.clone()
+    expected[:, [0, 2]] = y
+    with on_pretend_gpu(monkeypatch) as device:
+        a = x.to(device)
+        a[:, [0, 2]] = y.to(device)
+        read = a[:, [2, 0]].cpu()
+        written = a.cpu()
+    assert torch.equal(written, expected)
+    assert torch.equal(read, expected[:, [2, 0]])
