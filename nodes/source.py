@@ -98,8 +98,9 @@ class JoyVASAPrepareSource:
         box = (box_x, box_y, box_x + box_width, box_y + box_height) if crop == "box" else None
         options = crop_options(crop, scale, vx_ratio, vy_ratio, face_index, max_dim, box)
         picture = portrait_image(image_to_uint8(image), options.max_dim)
+        if face_detector is not None:
+            check_detector("animal" if face_detector.kind == "xpose" else "human", renderer.info["species"])
         with detector_in_use(face_detector) as detector:
-            check_detector(detector, renderer.info["species"])
             source_crop = crop_portrait(picture, options, detector)
         with renderer.use() as model:
             source = prepare_source(model, picture, source_crop)

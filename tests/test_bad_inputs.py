@@ -137,6 +137,8 @@ CLI_CASES = [
     ("motion-file-as-renderer", lambda s, t: {"weights_dir": _weights_with(
         s, t, renderer_files()["appearance_feature_extractor"], s["root"] / MOTION_CHECKPOINT)},
      ["appearance_feature_extractor.pth", "not the file expected here", "not swapped"]),
+    ("onnx-corrupt", lambda s, t: {"weights_dir": _weights_with(
+        s, t, "insightface/models/buffalo_l/det_10g.onnx", os.urandom(2048))}, ["det_10g.onnx", "download it again"]),
     ("template-is-a-checkpoint", lambda s, t: {"weights_dir": _weights_with(
         s, t, MOTION_TEMPLATE, s["root"] / renderer_files()["warping_module"])},
      ["motion_template.pkl", "PyTorch checkpoint", "not swapped"]),
@@ -230,15 +232,14 @@ def test_sigterm_during_rendering_leaves_no_file(scene, tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "joyvasa", "animate", "--image", str(scene["image"]),
                                 "--audio", str(audio), "--out", str(out), "--batch-size", "1"],
                                cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
-    lines = []
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        lines.append(line)
-        if line.startswith("rendered") or not line:
+    deadline = time.monotonic() + 300  # the temporary mp4 appears when rendering starts (after the motion)
+    while time.monotonic() < deadline and process.poll() is None:
+        if any(p.name.endswith(".partial.mp4") for p in tmp_path.iterdir()):
             break
-    assert any(line.startswith("rendered") for line in lines), "".join(lines)
-    assert any(p.name.endswith(".partial.mp4") for p in tmp_path.iterdir())  # it was writing
+        time.sleep(0.2)
+    assert process.poll() is None, process.communicate()[1]
+    assert any(p.name.endswith(".partial.mp4") for p in tmp_path.iterdir()), "rendering never started"
+    time.sleep(1.0)  # inside the rendering loop
     process.send_signal(signal.SIGTERM)
     rest = process.communicate(timeout=120)[1]
     assert process.returncode == 130, rest

@@ -66,7 +66,7 @@ def test_missing_inputs_are_reported(scene, tmp_path):
     root, image, speech, _ = scene
     result = _run("animate", "--image", tmp_path / "nope.png", "--audio", speech, "--out", tmp_path / "a.mp4",
                   env_root=root)
-    assert result.returncode != 0 and "cannot read image" in result.stderr
+    assert result.returncode != 0 and "image file not found" in result.stderr
     result = _run("animate", "--image", image, "--audio", tmp_path / "nope.wav", "--out", tmp_path / "a.mp4",
                   env_root=root)
     assert result.returncode != 0 and "audio file not found" in result.stderr

@@ -8,6 +8,7 @@ the mp4 writer, and every node with the runtime's compute device on the pretend 
 """
 from __future__ import annotations
 
+import logging
 import math
 import wave
 from pathlib import Path
@@ -139,7 +140,7 @@ def _wav(path: Path, seconds: float, rate: int = 16000) -> Path:
 
 
 @pytest.mark.slow
-def test_cli_animate_with_device_cuda(kit, standin_weights, tmp_path, monkeypatch, capsys):
+def test_cli_animate_with_device_cuda(kit, standin_weights, tmp_path, monkeypatch, capsys, caplog):
     """The README's command with --device cuda at full size (stand-in weights): face detection, motion,
     rendering, paste-back, mp4; and the same frames as on the CPU."""
     from joyvasa.cli import main
@@ -152,18 +153,22 @@ def test_cli_animate_with_device_cuda(kit, standin_weights, tmp_path, monkeypatc
     image = tmp_path / "portrait.png"
     cv2.imwrite(str(image), cv2.cvtColor(onnx_standins.warm_image(image_hw, [face]), cv2.COLOR_RGB2BGR))
     speech = _wav(tmp_path / "speech.wav", 0.05)
-    argv = ["animate", "--image", str(image), "--audio", str(speech), "--weights-dir", str(root), "--no-download",
-            "--precision", "fp32"]
-    assert main([*argv, "--out", str(tmp_path / "cpu.mp4"), "--device", "cpu"]) == 0
+    caplog.set_level(logging.INFO, logger="joyvasa")
+    argv = ["animate", "--image", str(image), "--audio", str(speech), "--weights-dir", str(root), "--no-download"]
+    assert main([*argv, "--out", str(tmp_path / "cpu.mp4"), "--device", "cpu", "--precision", "bf16"]) == 0
     with on_pretend_gpu(monkeypatch):
         assert torch.cuda.is_available()
-        code = main([*argv, "--out", str(tmp_path / "gpu.mp4"), "--device", "cuda"])
+        code = main([*argv, "--out", str(tmp_path / "gpu.mp4"), "--device", "cuda"])  # auto precision: bf16
     err = capsys.readouterr().err
     assert code == 0, err
-    assert f"models on {PRETEND_DEVICE}" in err
+    assert f"models on {PRETEND_DEVICE} (bfloat16)" in caplog.text
     cpu, gpu = _decode(tmp_path / "cpu.mp4"), _decode(tmp_path / "gpu.mp4")
     assert gpu.shape == cpu.shape == ((800 + 1920) // 640, *image_hw, 3)
-    np.testing.assert_array_equal(gpu, cpu)
+    # The motion's attention runs another kernel on the device (~1e-6 apart, see above), which the random
+    # stand-in renderer amplifies, so the clips are close, not equal (bit-for-bit rendering from the same motion
+    # is checked on tiny models above). Measured here: mean |diff| 0.5 levels.
+    mse = np.mean((gpu.astype(np.float64) - cpu.astype(np.float64)) ** 2)
+    assert 10 * np.log10(255**2 / max(mse, 1e-12)) > 35
 
 
 def _decode(path: Path) -> np.ndarray:

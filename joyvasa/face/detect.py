@@ -128,6 +128,22 @@ def _import_model_zoo():
     return model_zoo
 
 
+def _open(path: str | Path, load):
+    """Load an ONNX model; a file ONNX Runtime cannot parse (truncated, corrupt, not ONNX) gets a clear
+    CheckpointError instead of the runtime's own exception."""
+    from ..checkpoint import CheckpointError, first_line
+
+    if not Path(path).is_file() or Path(path).stat().st_size == 0:
+        raise CheckpointError(f"{path} is missing or empty. Delete it and download it again.")
+    try:
+        return load()
+    except (ImportError, MemoryError):
+        raise
+    except Exception as err:  # onnxruntime and insightface raise their own error types
+        raise CheckpointError(f"Cannot read {path}: {first_line(err)}. Delete it and download it again (the file "
+                              "may be truncated or corrupted), or point the loader at another copy.") from None
+
+
 class FaceDetector:
     """The three ONNX models of the human source path, loaded once; call :meth:`find` per image.
 
@@ -146,18 +162,20 @@ class FaceDetector:
         self.det_size = int(det_size)
 
         if_providers = insightface_providers(self.providers)
-        self.det_model = model_zoo.get_model(str(det_path), providers=if_providers)
+        self.det_model = _open(det_path, lambda: model_zoo.get_model(str(det_path), providers=if_providers))
         if getattr(self.det_model, "taskname", None) != "detection":
             raise ValueError(f"{det_path} is not an SCRFD face detector (expected buffalo_l det_10g.onnx)")
         self.det_model.prepare(0, input_size=(self.det_size, self.det_size), det_thresh=self.det_thresh,
                                nms_thresh=nms_thresh)
 
-        self.landmark_106 = model_zoo.get_model(str(landmark_106_path), providers=if_providers)
+        self.landmark_106 = _open(landmark_106_path,
+                                  lambda: model_zoo.get_model(str(landmark_106_path), providers=if_providers))
         if getattr(self.landmark_106, "taskname", None) != "landmark_2d_106":
             raise ValueError(f"{landmark_106_path} is not a 106-point landmark model (expected buffalo_l "
                              f"2d106det.onnx)")
 
-        self.landmark_203 = onnxruntime.InferenceSession(str(landmark_203_path), providers=self.providers)
+        self.landmark_203 = _open(landmark_203_path, lambda: onnxruntime.InferenceSession(
+            str(landmark_203_path), providers=self.providers))
         outputs = self.landmark_203.get_outputs()
         width = outputs[LANDMARK_203_OUTPUT].shape[-1] if len(outputs) > LANDMARK_203_OUTPUT else None
         if width is None or (isinstance(width, int) and width != 406):

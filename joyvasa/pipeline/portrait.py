@@ -159,14 +159,17 @@ def portrait_image(image: np.ndarray, max_dim: int = SOURCE_MAX_DIM) -> np.ndarr
     return resize_to_limit(check_image(image), max_dim=max_dim)
 
 
-def check_detector(detector: Detector | None, species: str) -> None:
-    """A human renderer needs the face detector, an animal one X-Pose."""
+def check_detector(detector: Detector | str | None, species: str) -> None:
+    """A human renderer needs the face detector, an animal one X-Pose. `detector`: a detector, or the species
+    it finds ("human" / "animal")."""
     if detector is None:
         return
-    if species == "animal" and not isinstance(detector, AnimalFaceDetector):
+    finds = detector if isinstance(detector, str) else "animal" if isinstance(detector, AnimalFaceDetector) else \
+        "human"
+    if species == "animal" and finds != "animal":
         raise ValueError("An insightface (human) face detector is connected to an animal renderer: load the face "
                          "detector as x-pose (animal), or use crop box / none.")
-    if species == "human" and isinstance(detector, AnimalFaceDetector):
+    if species == "human" and finds == "animal":
         raise ValueError("An x-pose (animal) face detector is connected to a human renderer: load the face "
                          "detector as insightface (human), or use crop box / none.")
 
