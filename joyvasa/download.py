@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
+from .files import make_parents, remove_empty
 from .weights import WeightsLocation, WeightsNotFoundError, host_subpath, hub_source
 
 # progress(relpath, bytes_done, bytes_total); bytes_total is 0 while the size is unknown
@@ -103,8 +104,9 @@ def _download(relpath: str, dest: Path, endpoint: str, progress: Progress | None
     repo, file_in_repo = hub_source(relpath)
     reporter = _Reporter(relpath, progress)
     staging: Path | None = None
+    made: list[Path] = []
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        made = make_parents(dest)
         staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=dest.parent))
         options = {}
         if progress is not None and _takes_tqdm_class():
@@ -113,8 +115,12 @@ def _download(relpath: str, dest: Path, endpoint: str, progress: Progress | None
             reporter.report(0, 0)
         fetched = hf_hub_download(repo, file_in_repo, local_dir=staging, endpoint=endpoint, **options)
         os.replace(fetched, dest)
-    except Exception as error:
-        if error is reporter.error:  # e.g. the host's "interrupted" exception raised by the callback
+    except BaseException as error:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging = None
+        remove_empty(made)  # no empty model folders left behind by a failed download
+        if error is reporter.error or not isinstance(error, Exception):  # the host's interrupt, Ctrl-C
             raise
         raise WeightsDownloadError(_failure_message(pending, endpoint, _describe(error))) from error
     finally:
