@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..joyvasa.pipeline.driving import ANIMATION_REGIONS, DRIVING_OPTIONS, DrivingOptions
 from . import runtime
 from .motion import JoyVASASampleMotion, audio_input
 from .source import JoyVASAPrepareSource, image_to_uint8
@@ -12,14 +13,14 @@ DRIVING_INPUTS = {
     "relative_motion": ("BOOLEAN", {"default": True, "tooltip": "Start from the source's own expression and "
                                                                 "pose (recommended). Off: drive with the "
                                                                 "generated motion as is."}),
-    "driving_option": (["expression-friendly", "pose-friendly"], {
-        "default": "expression-friendly", "tooltip": "expression-friendly re-anchors the first frame on the "
+    "driving_option": (list(DRIVING_OPTIONS), {
+        "default": DrivingOptions.driving_option, "tooltip": "expression-friendly re-anchors the first frame on the "
                                                      "source; pose-friendly keeps the generated head pose."}),
-    "driving_multiplier": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.02,
+    "driving_multiplier": ("FLOAT", {"default": DrivingOptions.driving_multiplier, "min": 0.0, "max": 2.0, "step": 0.02,
                                      "tooltip": "Scales all motion: above 1 exaggerates, below 1 calms it."}),
-    "animation_region": (["all", "exp", "pose", "lip"], {
-        "default": "all", "tooltip": "What moves (humans): all, exp = expression only, pose = head only, "
-                                     "lip = lips only."}),
+    "animation_region": (list(ANIMATION_REGIONS), {
+        "default": DrivingOptions.animation_region,
+        "tooltip": "What moves (humans): all, exp = expression only, pose = head only, lip = lips only."}),
     "stitching": ("BOOLEAN", {"default": True, "tooltip": "Keep the face aligned with the shoulders; needed for "
                                                           "paste-back."}),
     "normalize_lip": ("BOOLEAN", {"default": True, "tooltip": "Close an open source mouth first (humans, needs "
