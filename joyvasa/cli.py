@@ -62,6 +62,21 @@ def _read_audio(path: Path):
         raise InputError(f"cannot use audio {path}: {err}") from None
 
 
+def _read_motion(path: Path):
+    from .direct.motion_file import read_motion_file
+    from .motion import FPS
+
+    if not path.is_file():
+        raise InputError(f"motion file not found: {path}")
+    try:
+        motion, info = read_motion_file(path)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    if float(info.get("fps", FPS)) != FPS:
+        raise InputError(f"{path} holds motion at {info['fps']} fps; only {FPS} fps motion can be rendered")
+    return motion, info
+
+
 def _precision(value: str) -> str:
     return PRECISION_ALIASES.get(value, value)
 
@@ -112,6 +127,51 @@ def _portrait_options(args: argparse.Namespace):
         raise InputError(str(err)) from None
 
 
+def _direct_options(args: argparse.Namespace):
+    """The performance controls of `animate` (all neutral unless a flag is given)."""
+    from .direct.blinks import BlinkOptions
+    from .direct.emotion import ExpressionOffsetOptions
+    from .direct.fade import FadeOptions
+    from .direct.gaze import GazeOptions
+    from .direct.head import HeadOptions
+    from .direct.mouth import MouthOptions
+    from .direct.perform import DirectOptions
+    from .direct.silence import SilenceOptions
+
+    try:
+        return DirectOptions(
+            head=HeadOptions(gain=tuple(args.head_gain), offset=tuple(args.head_offset), keyframes=args.head_keys,
+                             distance=args.distance, shift_x=args.framing[0], shift_y=args.framing[1],
+                             ramp_s=args.head_ramp),
+            gaze=GazeOptions(target=args.gaze, horizontal_deg=args.gaze_horizontal, vertical_deg=args.gaze_vertical,
+                             amplitude=args.gaze_amplitude),
+            blinks=BlinkOptions(mode=args.blinks, rate_per_minute=args.blink_rate, duration=args.blink_duration,
+                                seed=args.blink_seed),
+            expression=ExpressionOffsetOptions(
+                intensity=args.expression_intensity if (args.expression_image or args.neutralize_expression) else 0.0,
+                region=args.expression_region, start=args.expression_start, end=args.expression_end),
+            neutralize=args.neutralize_expression,
+            mouth=MouthOptions(lip_gain=args.lip_gain, offset_frames=args.mouth_offset,
+                               close_silences=args.close_silences,
+                               silence=SilenceOptions(threshold_db=args.silence_threshold_db,
+                                                      min_pause_s=args.min_pause)),
+            fade=FadeOptions(fade_in_s=args.fade_in, fade_out_s=args.fade_out))
+    except ValueError as err:
+        raise InputError(str(err)) from None
+
+
+def _reference_expression(args, renderer, detector, options):
+    """The expression of --expression-image, cropped like the source (None without the flag)."""
+    from .direct.emotion import expression_from_image
+    from .pipeline import crop_portrait, portrait_image
+
+    if args.expression_image is None:
+        return None
+    image = portrait_image(_read_image(args.expression_image), options.crop.max_dim)
+    crop_options = options.crop if options.crop.mode != "box" else type(options.crop)(mode="none")
+    return expression_from_image(renderer, crop_portrait(image, crop_options, detector).image_256)
+
+
 def cmd_animate(args: argparse.Namespace) -> int:
     from .devices import resolve_device, resolve_dtype
     from .motion import load_motion_generator
@@ -122,9 +182,26 @@ def cmd_animate(args: argparse.Namespace) -> int:
 
     # everything that can be checked without a model, first
     options = _portrait_options(args)
+    direct = _direct_options(args)
+    motion, motion_info = _read_motion(args.motion) if args.motion is not None else (None, {})
+    head_track = _read_motion(args.head_track)[0] if args.head_track is not None else None
+    if head_track is not None and motion is not None:
+        raise InputError("--head-track constrains sampling; with --motion nothing is sampled. Give one of them.")
+    if args.audio is None and motion is None:
+        args.audio = EXAMPLES / "speech_en.wav"
+    if args.expression_image is not None and args.neutralize_expression:
+        raise InputError("give --expression-image or --neutralize-expression, not both")
+    if args.expression_image is not None and not args.expression_image.is_file():
+        raise InputError(f"image file not found: {args.expression_image}")
     image = _read_image(args.image)
-    waveform, rate = _read_audio(args.audio)
-    out = _output(args.out, ".mp4", args.image, args.audio)
+    waveform, rate = _read_audio(args.audio) if args.audio is not None else (None, None)
+    inputs = [p for p in (args.image, args.audio, args.motion, args.head_track, args.expression_image)
+              if p is not None]
+    out = _output(args.out, ".mp4", *inputs)
+    if args.save_motion is not None:
+        suffix = args.save_motion.suffix.lower() if args.save_motion.suffix.lower() in (".safetensors", ".pkl") \
+            else ".safetensors"
+        _output(args.save_motion, suffix, *inputs, out)
     try:
         picture = portrait_image(image, options.crop.max_dim)
         options.crop.check_box_in(picture.shape[1], picture.shape[0])
@@ -135,10 +212,21 @@ def cmd_animate(args: argparse.Namespace) -> int:
     if args.crf is not None and not 0 <= args.crf <= 51:
         raise InputError(f"--crf must be from 0 to 51, got {args.crf}")
 
-    location, paths = _weights(portrait_files(args.species, args.animal_version, options.crop.mode), args)
-    detector = load_detector(args.species, paths, device, args.det_thresh) if options.crop.mode == "auto" else None
+    # blinks read the source's eye openness from the face landmarks: the detector is needed whatever the crop
+    landmarks = direct.blinks.inserts
+    if landmarks and args.species == "animal":
+        from .direct.blinks import ANIMAL_MESSAGE
+
+        raise InputError(ANIMAL_MESSAGE)
+    needed = portrait_files(args.species, args.animal_version, "auto" if landmarks else options.crop.mode)
+    if motion is not None:  # a motion file replaces the motion generator
+        needed = [f for f in needed if f not in (MOTION_CHECKPOINT, MOTION_TEMPLATE)]
+    location, paths = _weights(needed, args)
+    detector = load_detector(args.species, paths, device, args.det_thresh) if (
+        options.crop.mode == "auto" or landmarks) else None
     renderer = load_renderer(args.species, args.animal_version, location=location, device=device, dtype=dtype)
-    generator = load_motion_generator(paths[MOTION_CHECKPOINT], paths[MOTION_TEMPLATE]).to(device)
+    generator = None if motion is not None else load_motion_generator(paths[MOTION_CHECKPOINT],
+                                                                       paths[MOTION_TEMPLATE]).to(device)
     log.info("models on %s (%s)", device, str(dtype).replace("torch.", ""))
 
     start = time.perf_counter()
@@ -154,12 +242,24 @@ def cmd_animate(args: argparse.Namespace) -> int:
         if done == total or done % 25 < options.batch_size:
             log.info("rendered %d/%d frames (%.1f s)", done, total, time.perf_counter() - start)
 
-    clip = animate_portrait(renderer, generator, picture, waveform, rate, options, detector=detector,
-                            motion_callback=motion_progress, frame_callback=frame_progress)
+    reference_exp = _reference_expression(args, renderer, detector, options)
+    clip = animate_portrait(renderer, generator, picture, waveform, rate, options, detector=detector, motion=motion,
+                            head_track=head_track, constrain=args.constrain.replace("-", "_"), direct=direct,
+                            reference_exp=reference_exp, motion_callback=motion_progress,
+                            frame_callback=frame_progress)
+    if args.save_motion is not None:
+        from .direct.motion_file import write_motion_file
+
+        write_motion_file(args.save_motion, clip.motion, fps=clip.fps, metadata={
+            **{k: v for k, v in motion_info.items() if k in ("source", "seed", "cfg_scale")},
+            **({} if motion is not None else {"source": args.audio.name, "seed": args.seed,
+                                              "cfg_scale": args.cfg_scale, "timing": args.timing})})
+        log.info("wrote the motion to %s", args.save_motion)
     if args.paste_back and not clip.pasted_back:
         log.info("no paste-back: it needs a crop and stitching; writing the 512x512 animated crop")
     start = time.perf_counter()
-    with Mp4Writer(out, fps=clip.fps, audio=(waveform, rate), audio_delay=clip.audio_delay, crf=args.crf) as writer:
+    audio = None if waveform is None else (waveform, rate)
+    with Mp4Writer(out, fps=clip.fps, audio=audio, audio_delay=clip.audio_delay, crf=args.crf) as writer:
         for frames in clip.frames:
             writer.write(frames)
     return 0
@@ -227,6 +327,64 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="auto = CUDA, else Apple MPS, else the CPU")
 
 
+def _direct_arguments(parser: argparse.ArgumentParser) -> None:
+    """Performance controls (joyvasa.direct), applied in the order head, gaze, blinks, expression, mouth, fade;
+    every default leaves the motion as generated."""
+    from .direct.blinks import BLINK_MODES, BlinkOptions
+    from .direct.emotion import REGION_CHOICES, ExpressionOffsetOptions
+    from .direct.fade import FadeOptions
+    from .direct.gaze import GAZE_TARGETS, GazeOptions
+    from .direct.head import HeadOptions
+    from .direct.mouth import MouthOptions
+    from .direct.silence import SilenceOptions
+
+    g = parser.add_argument_group("performance controls", "edits of the generated motion (all off by default)")
+    g.add_argument("--head-gain", type=float, nargs=3, metavar=("PITCH", "YAW", "ROLL"), default=HeadOptions.gain,
+                   help="head movement per axis: 0 = still, 1 = as generated, > 1 = livelier")
+    g.add_argument("--head-offset", type=float, nargs=3, metavar=("PITCH", "YAW", "ROLL"),
+                   default=HeadOptions.offset, help="degrees added to the head pose (eased in)")
+    g.add_argument("--head-keys", default=HeadOptions.keyframes, metavar="TRACK",
+                   help="keyframed head offsets, e.g. '0:yaw=0; 2.5s ease: yaw=15, pitch=-5; 4s: yaw=0'")
+    g.add_argument("--head-ramp", type=float, default=HeadOptions.ramp_s, help="seconds to ease offsets in")
+    g.add_argument("--distance", type=float, default=HeadOptions.distance,
+                   help="head distance: > 1 closer (bigger face), < 1 further")
+    g.add_argument("--framing", type=float, nargs=2, metavar=("X", "Y"), default=(HeadOptions.shift_x,
+                   HeadOptions.shift_y), help="move the face (keypoint units, the crop spans -1..1)")
+    g.add_argument("--gaze", choices=GAZE_TARGETS, default=GazeOptions.target,
+                   help="free: as generated; camera: hold the portrait's gaze while the head turns; direction")
+    g.add_argument("--gaze-horizontal", type=float, default=GazeOptions.horizontal_deg,
+                   help="--gaze direction: degrees to the right (negative: left)")
+    g.add_argument("--gaze-vertical", type=float, default=GazeOptions.vertical_deg,
+                   help="--gaze direction: degrees up (negative: down)")
+    g.add_argument("--gaze-amplitude", type=float, default=GazeOptions.amplitude, help="strength of the gaze control")
+    g.add_argument("--blinks", choices=BLINK_MODES, default=BlinkOptions.mode,
+                   help="add natural blinks, replace the generated ones, or suppress them (humans)")
+    g.add_argument("--blink-rate", type=float, default=BlinkOptions.rate_per_minute, help="blinks per minute")
+    g.add_argument("--blink-duration", type=float, default=BlinkOptions.duration, help="seconds per blink")
+    g.add_argument("--blink-seed", type=int, default=BlinkOptions.seed, help="seed of the blink timing")
+    g.add_argument("--expression-image", type=Path, default=None,
+                   help="a portrait whose expression is added (emotion offset; cropped like the source)")
+    g.add_argument("--neutralize-expression", action="store_true",
+                   help="remove the source's own expression instead")
+    g.add_argument("--expression-intensity", type=float, default=1.0, help="strength of the expression offset")
+    g.add_argument("--expression-region", choices=REGION_CHOICES, default=ExpressionOffsetOptions.region)
+    g.add_argument("--expression-start", type=float, default=ExpressionOffsetOptions.start, help="seconds")
+    g.add_argument("--expression-end", type=float, default=ExpressionOffsetOptions.end,
+                   help="seconds (None: to the end)")
+    g.add_argument("--lip-gain", type=float, default=MouthOptions.lip_gain,
+                   help="mouth movement: < 1 smaller, > 1 wider")
+    g.add_argument("--mouth-offset", type=int, default=MouthOptions.offset_frames,
+                   help="frames to delay the lips (negative: earlier)")
+    g.add_argument("--close-silences", action="store_true", help="ease the lips closed in pauses of the speech")
+    g.add_argument("--silence-threshold-db", type=float, default=SilenceOptions.threshold_db,
+                   help="pauses: quieter than this below the speech level")
+    g.add_argument("--min-pause", type=float, default=SilenceOptions.min_pause_s, help="pauses: shortest, seconds")
+    g.add_argument("--fade-in", type=float, default=FadeOptions.fade_in_s,
+                   help="seconds to ease in from the still source face")
+    g.add_argument("--fade-out", type=float, default=FadeOptions.fade_out_s,
+                   help="seconds to ease back to it at the end")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .face.source import CROP_SCALE, CROP_VX_RATIO, CROP_VY_RATIO, SOURCE_MAX_DIM
     from .motion.constants import DEFAULT_CFG_SCALE, DEFAULT_SMOOTHING
@@ -239,8 +397,18 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a.add_argument("--image", "-r", "--reference", type=Path, default=EXAMPLES / "astronaut.png",
                    help="source portrait (any size)")
-    a.add_argument("--audio", "-a", type=Path, default=EXAMPLES / "speech_en.wav",
-                   help="speech (wav, mp3, m4a, ...: anything PyAV decodes)")
+    a.add_argument("--audio", "-a", type=Path, default=None,
+                   help="speech (wav, mp3, m4a, ...: anything PyAV decodes); default: the bundled example, or none "
+                        "with --motion (a silent video)")
+    a.add_argument("--motion", type=Path, default=None,
+                   help="render this motion file (.safetensors saved by --save-motion or Save Motion, or a "
+                        "LivePortrait .pkl motion template) instead of sampling motion from the speech")
+    a.add_argument("--head-track", type=Path, default=None,
+                   help="sample lips and expression given the head motion of this motion file (e.g. a saved take)")
+    a.add_argument("--constrain", choices=("head", "head-rotation", "expression", "all"), default="head",
+                   help="with --head-track: the channels taken from it")
+    a.add_argument("--save-motion", type=Path, default=None,
+                   help="also write the motion (after the controls) to this .safetensors or .pkl file")
     a.add_argument("--out", "-o", type=Path, default=Path("out.mp4"), help="mp4 to write (H.264 + AAC)")
     a.add_argument("--species", "--animation_mode", choices=("human", "animal"), default="human")
     a.add_argument("--animal-version", choices=("v1.0", "v1.1"), default="v1.0")
@@ -283,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--precision", type=_precision, choices=PRECISION_CHOICES, default="auto",
                    help="auto = bf16 on a CUDA GPU that supports it, else fp32; fp32 reproduces the original exactly")
     a.add_argument("--crf", type=int, default=18, help="H.264 quality 0-51 (lower = better, larger)")
+    _direct_arguments(a)
     a.set_defaults(func=cmd_animate)
 
     render = sub.add_parser("render", help="re-pose a 256x256 face crop with the LivePortrait renderer")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..joyvasa.motion.audio import ALIGNMENTS
-from ..joyvasa.motion.constants import CFG_SCALE_RANGE, DEFAULT_CFG_SCALE, DEFAULT_SMOOTHING, SEED_RANGE
+from ..joyvasa.motion.constants import CFG_SCALE_RANGE, DEFAULT_CFG_SCALE, DEFAULT_SMOOTHING, FPS, SEED_RANGE
 from ..joyvasa.motion.denoiser import PE_MODES
 from . import runtime
 from .types import CATEGORY, MOTION, MOTION_MODEL, SPEECH, MotionClip, SpeechClip
@@ -48,9 +48,27 @@ class JoyVASAEncodeAudio:
         return (SpeechClip(speech, waveform, rate),)
 
 
+# Sample Motion's `constrain` choices -> channel groups of joyvasa.motion.constraint (None: no constraint)
+CONSTRAIN_CHOICES = {"head": "head", "head rotation": "head_rotation", "none": None}
+
+
+def head_track_channels(head_track, constrain: str) -> str | None:
+    """The channel group to constrain to `head_track` (None: sample freely); a bad choice or track is refused."""
+    if constrain not in CONSTRAIN_CHOICES:
+        raise ValueError(f"constrain must be one of {', '.join(CONSTRAIN_CHOICES)}, got {constrain!r}")
+    if head_track is None or CONSTRAIN_CHOICES[constrain] is None:
+        return None
+    if not isinstance(head_track, MotionClip):
+        raise ValueError(f"head_track must be a JoyVASA MOTION (from Sample Motion or Load Motion), got "
+                         f"{type(head_track).__name__}")
+    if head_track.fps != FPS:
+        raise ValueError(f"head_track runs at {head_track.fps:g} fps; JoyVASA samples {FPS} fps, resample it first")
+    return CONSTRAIN_CHOICES[constrain]
+
+
 class JoyVASASampleMotion:
     DESCRIPTION = ("Generates lip, expression and head motion from the encoded speech with JoyVASA's diffusion "
-                   "transformer, 25 frames per second.")
+                   "transformer, 25 frames per second; with a head track, lips and expression given that head.")
     CATEGORY = CATEGORY
     FUNCTION = "sample"
     RETURN_TYPES = (MOTION,)
@@ -78,15 +96,29 @@ class JoyVASASampleMotion:
                 "default": "original", "tooltip": "original: JoyVASA's timing (2 silent lead frames; the audio "
                                                   "output is delayed 80 ms to stay in sync). aligned: no lead "
                                                   "frames, audio unchanged."}),
+        }, "optional": {
+            "head_track": (MOTION, {"tooltip": "Optional head motion to keep (a loaded motion file, another seed's "
+                                               "motion, a still head): lips and expression are sampled given it. "
+                                               "It must be at least as long as the speech, or a single frame."}),
+            "constrain": (list(CONSTRAIN_CHOICES), {
+                "default": "head", "tooltip": "What head_track fixes: head = rotation, scale and position; head "
+                                              "rotation = pitch, yaw, roll only; none = ignore the track."}),
         }}
 
-    def sample(self, motion_model, speech, cfg_scale, seed, smoothing, pe_mode, timing):
-        from ..joyvasa.motion import sample_speech_motion
+    def sample(self, motion_model, speech, cfg_scale, seed, smoothing, pe_mode, timing, head_track=None,
+               constrain="head"):
+        from ..joyvasa.motion import Constraint, sample_speech_motion
         from ..joyvasa.pipeline import MotionOptions
 
         options = MotionOptions(cfg_scale=cfg_scale, seed=seed, smoothing=smoothing, pe_mode=pe_mode, timing=timing)
+        channels = head_track_channels(head_track, constrain)
         with motion_model.use() as model:
+            constraint = None if channels is None else Constraint.from_motion(head_track.motion, model.template,
+                                                                              channels)
             motion = sample_speech_motion(model, speech.features, seed=options.seed, cfg_scale=options.cfg_scale,
                                           alignment=options.timing, smoothing=options.smoothing or None,
-                                          pe_mode=options.pe_mode, callback=runtime.Progress().sampling_step)
-        return (MotionClip(motion, speech.waveform, speech.sample_rate, options.audio_delay),)
+                                          pe_mode=options.pe_mode, callback=runtime.Progress().sampling_step,
+                                          constraint=constraint)
+        info = {"seed": options.seed, "cfg_scale": options.cfg_scale, "smoothing": options.smoothing,
+                "pe_mode": options.pe_mode, "timing": options.timing}
+        return (MotionClip(motion, speech.waveform, speech.sample_rate, options.audio_delay, info=info),)

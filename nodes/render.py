@@ -32,6 +32,7 @@ OUTPUT_INPUTS = {
     "batch_size": ("INT", {"default": 4, "min": 1, "max": 64,
                            "tooltip": "Frames rendered at once: larger is faster on a GPU but uses more memory."}),
 }
+SILENT_AUDIO_RATE = 16000  # rate of the silent AUDIO Render returns for a motion without audio (a loaded file)
 FRAME_OUTPUTS = ("IMAGE", "AUDIO", "FLOAT")
 FRAME_NAMES = ("frames", "audio", "fps")
 FRAME_TOOLTIPS = ("The animated frames (connect to Create Video / Save Video).",
@@ -81,10 +82,13 @@ def check_same_species(renderer, source) -> None:
                          f"{renderer.info['species']}; connect the same renderer to both nodes")
 
 
-def synced_audio(waveform: torch.Tensor, sample_rate: int, n_frames: int, fps: float, delay: float) -> dict:
-    """ComfyUI AUDIO of the clip: the speech delayed by the frames' lead and cut or padded to their duration."""
+def synced_audio(waveform: torch.Tensor | None, sample_rate: int, n_frames: int, fps: float, delay: float) -> dict:
+    """ComfyUI AUDIO of the clip: the speech delayed by the frames' lead and cut or padded to their duration;
+    for a motion without audio (waveform None), silence of that duration (mono, SILENT_AUDIO_RATE)."""
     from ..joyvasa.video import fit_audio
 
+    if waveform is None:
+        waveform, sample_rate = torch.zeros(1, 1), SILENT_AUDIO_RATE  # one silent sample, padded to length
     wave = fit_audio(waveform, sample_rate, n_frames, fps, delay)
     return {"waveform": wave[None].contiguous().to(runtime.intermediate_device()), "sample_rate": sample_rate}
 
@@ -103,7 +107,7 @@ class JoyVASARender:
         return {"required": {
             "renderer": (RENDERER, {"tooltip": "From JoyVASA Load Renderer (the same one as Prepare Source)."}),
             "source": (SOURCE, {"tooltip": "From JoyVASA Prepare Source."}),
-            "motion": (MOTION, {"tooltip": "From JoyVASA Sample Motion."}),
+            "motion": (MOTION, {"tooltip": "From JoyVASA Sample Motion, Load Motion or a control node."}),
             **DRIVING_INPUTS, **OUTPUT_INPUTS,
         }}
 
@@ -126,7 +130,7 @@ class JoyVASARenderToFile:
         return {"required": {
             "renderer": (RENDERER, {"tooltip": "From JoyVASA Load Renderer (the same one as Prepare Source)."}),
             "source": (SOURCE, {"tooltip": "From JoyVASA Prepare Source."}),
-            "motion": (MOTION, {"tooltip": "From JoyVASA Sample Motion."}),
+            "motion": (MOTION, {"tooltip": "From JoyVASA Sample Motion, Load Motion or a control node."}),
             **DRIVING_INPUTS, **OUTPUT_INPUTS,
             "filename_prefix": ("STRING", {"default": "video/JoyVASA",
                                            "tooltip": "Output file name prefix (a numbered .mp4 is added)."}),
@@ -152,7 +156,8 @@ class JoyVASARenderToFile:
         if not 0 <= crf <= 51:
             raise ValueError(f"crf must be from 0 to 51, got {crf}")
         path = check_output_path(runtime.output_path(filename_prefix, ".mp4"), ".mp4")
-        with renderer.use() as model, Mp4Writer(path, fps=motion.fps, audio=(motion.waveform, motion.sample_rate),
+        sound = None if motion.waveform is None else (motion.waveform, motion.sample_rate)  # None: no sound track
+        with renderer.use() as model, Mp4Writer(path, fps=motion.fps, audio=sound,
                                                 audio_delay=motion.audio_delay, crf=crf) as writer:
             for frames in animate(model, source, motion.motion, options.driving, options.paste_back,
                                   options.batch_size, callback=runtime.Progress(len(motion))):

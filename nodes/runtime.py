@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -218,3 +219,39 @@ def output_folder_and_name(path: Path) -> tuple[str, str]:
     """(subfolder relative to the output folder, file name), as ComfyUI's UI expects them."""
     relative = Path(path).resolve().relative_to(output_directory().resolve())
     return str(relative.parent) if str(relative.parent) != "." else "", relative.name
+
+
+def input_directory() -> Path:
+    """ComfyUI's input folder, or ./input outside ComfyUI."""
+    folder_paths = _comfy("folder_paths")
+    return Path(folder_paths.get_input_directory()) if folder_paths is not None else Path("input").resolve()
+
+
+def input_files(suffixes) -> list[str]:
+    """Files in the input folder (and its sub-folders) ending in one of `suffixes`, as sorted '/'-separated paths
+    relative to it (hidden files and folders left out); [] when the folder does not exist."""
+    root = input_directory()
+    if not root.is_dir():
+        return []
+    wanted = tuple(s.lower() for s in suffixes)
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]  # not into hidden folders
+        relative = Path(folder).relative_to(root)
+        found += [(relative / f).as_posix() for f in files if f.lower().endswith(wanted) and not f.startswith(".")]
+    return sorted(found)
+
+
+def input_path(name: str) -> Path:
+    """The file `name` (as listed by `input_files`; ComfyUI's ' [input]' annotation accepted) inside the input
+    folder. ValueError for a name that leaves the folder, FileNotFoundError for a missing file."""
+    name = str(name)
+    if name.endswith(" [input]"):
+        name = name[: -len(" [input]")]
+    root = input_directory().resolve()
+    path = (root / name).resolve()
+    if not name.strip() or root not in path.parents:
+        raise ValueError(f"{name!r} does not name a file inside the input folder {root}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} is not in the input folder {root} (upload it, or press R to refresh the list)")
+    return path

@@ -1,7 +1,8 @@
 """Custom ComfyUI socket types of the pack and the small holders that travel through them."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 
@@ -28,13 +29,16 @@ class SpeechClip:
 class MotionClip:
     """Generated per-frame motion at `fps`, and the audio to play with it: the speech delayed by
     `audio_delay` seconds (the original timing makes frames lag the speech by 80 ms; delaying the sound
-    by the same amount puts them back in sync)."""
+    by the same amount puts them back in sync). `waveform` None = no audio (a loaded motion file): Render
+    returns silence and Render to File writes a video without sound. `info`: what is known of where the
+    motion came from (seed, source, ...), written into a saved motion file's metadata."""
 
     motion: object  # joyvasa.motion.MotionSequence
-    waveform: torch.Tensor
+    waveform: torch.Tensor | None
     sample_rate: int
     audio_delay: float
     fps: float = 25.0
+    info: Mapping[str, object] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.motion)

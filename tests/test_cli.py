@@ -10,6 +10,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from joyvasa.weights import renderer_files
 
@@ -95,3 +96,25 @@ def test_no_face_names_the_threshold(scene, tmp_path):
     cv2.imwrite(str(blank), np.zeros((200, 200, 3), np.uint8))  # the stand-in detector sees no face in black
     result = _run("animate", "--image", blank, "--audio", speech, "--out", tmp_path / "a.mp4", env_root=root)
     assert result.returncode != 0 and "det_thresh" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_controls_save_a_motion_that_renders_again(scene):
+    """Performance controls on the command line, --save-motion, then --motion renders that file again (no
+    motion generator, no audio: a silent video of the same length)."""
+    from joyvasa.direct.motion_file import load_motion
+
+    root, image, speech, tmp = scene
+    saved, first, second = tmp / "directed.safetensors", tmp / "directed.mp4", tmp / "again.mp4"
+    result = _run("animate", "--image", image, "--audio", speech, "--out", first, "--save-motion", saved,
+                  "--head-gain", "0", "0", "0", "--gaze", "camera", "--blinks", "add", "--blink-rate", "60",
+                  "--lip-gain", "1.3", "--close-silences", "--fade-in", "0.04", env_root=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    motion, info = load_motion(saved)
+    assert info["source"] == speech.name and int(info["seed"]) == 0
+    assert torch.equal(motion.pitch, motion.pitch[:1].expand_as(motion.pitch))  # gain 0: a still head
+    result = _run("animate", "--image", image, "--motion", saved, "--out", second, env_root=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with av.open(str(first)) as a, av.open(str(second)) as b:
+        assert a.streams.video[0].frames == b.streams.video[0].frames == len(motion)
+        assert len(a.streams.audio) == 1 and len(b.streams.audio) == 0

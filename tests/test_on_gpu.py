@@ -81,6 +81,43 @@ def test_motion_sampling_same_seed_same_motion_as_cpu(monkeypatch):
     assert (other_seed.raw - expected.raw).abs().max() > 0.1  # the tolerance is far below a seed's effect
 
 
+def test_performance_controls_on_the_gpu(monkeypatch):
+    """Every control of joyvasa.direct at once on a motion sampled on the device, with the renderer's MLPs on the
+    device (blinks, lip closing): no device mix, and the CPU's result within the motion's own tolerance."""
+    from joyvasa.direct.blinks import BlinkOptions
+    from joyvasa.direct.emotion import ExpressionOffsetOptions
+    from joyvasa.direct.fade import FadeOptions
+    from joyvasa.direct.gaze import GazeOptions
+    from joyvasa.direct.head import HeadOptions
+    from joyvasa.direct.mouth import MouthOptions
+    from joyvasa.direct.perform import DirectOptions, direct_motion
+    from joyvasa.face.source import no_crop
+    from joyvasa.motion import generate_motion
+    from joyvasa.pipeline import portrait_image, prepare_source
+    from tests.onnx_standins import layout_203
+
+    options = DirectOptions(head=HeadOptions(gain=(0.5, 0.5, 0.5), offset=(2, 5, 0), keyframes="1s: yaw=10"),
+                            gaze=GazeOptions(target="camera"), blinks=BlinkOptions(mode="add", rate_per_minute=60),
+                            expression=ExpressionOffsetOptions(intensity=0.5), neutralize=True,
+                            mouth=MouthOptions(lip_gain=1.2, close_silences=True), fade=FadeOptions(0.2, 0.2))
+    picture = portrait_image(IMAGE)
+    landmarks = (layout_203() * 60 + np.array([60, 48])).astype(np.float32)
+
+    def run(device):
+        renderer, generator = tiny_renderer().to(device), tiny_generator().to(device)
+        source = prepare_source(renderer, picture, no_crop(picture, landmarks))
+        motion = generate_motion(generator, SPEECH, 16000, seed=1)
+        return motion, direct_motion(motion, options, renderer=renderer, source=source, waveform=SPEECH,
+                                     sample_rate=16000, audio_delay=0.08)
+
+    plain, expected = run(torch.device("cpu"))
+    assert not torch.equal(expected.exp, plain.exp)  # the controls did something
+    with on_pretend_gpu(monkeypatch) as device:
+        _, directed = run(device)
+    for name in ("exp", "pitch", "yaw", "roll", "scale", "t", "R"):
+        torch.testing.assert_close(getattr(directed, name).cpu(), getattr(expected, name), rtol=0, atol=2e-5)
+
+
 def test_bf16_and_fp32_renderers_see_identical_keypoints():
     """Only feature volumes take the low precision: the keypoints reaching the dense motion network are the
     float32 ones in both modes."""

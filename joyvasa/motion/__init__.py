@@ -11,7 +11,8 @@ wav2vec2 + projection), `denoiser` (the transformer), `schedule`, `sampler` (gui
 from .audio import decode_audio_file, pad_silence, plan_windows, prepare_audio, split_windows
 from .audio_encoder import AudioEncoder
 from .constants import DEFAULT_CFG_SCALE, DEFAULT_SMOOTHING, FPS, MOTION_DIM, SAMPLE_RATE
-from .decode import MotionSequence, MotionTemplate, decode_motion
+from .constraint import CHANNEL_GROUPS, Constraint, channel_mask
+from .decode import MotionSequence, MotionTemplate, decode_motion, normalize_motion
 from .denoiser import DenoiserConfig, DenoisingNetwork
 from .generator import (
     MotionGenerator,
@@ -27,6 +28,9 @@ from .schedule import DiffusionSchedule, cosine_schedule
 
 __all__ = [
     "AudioEncoder",
+    "channel_mask",
+    "CHANNEL_GROUPS",
+    "Constraint",
     "cosine_schedule",
     "decode_audio_file",
     "decode_motion",
@@ -46,6 +50,7 @@ __all__ = [
     "MotionSequence",
     "MotionTemplate",
     "NoiseReplay",
+    "normalize_motion",
     "pad_silence",
     "plan_windows",
     "prepare_audio",

@@ -7,7 +7,8 @@ clamped. All of it happens in float32, like the original.
 
 The original then smooths head pose, scale and translation with a very strong exponential moving average
 (y_0 = v_0, y_k = a v_k + (1 - a) y_{k-1}, a = 0.01: a time constant of about 100 frames) and recomputes R
-from the smoothed angles. The expression is never smoothed.
+from the smoothed angles. The expression is never smoothed. Values a sampler was constrained to (a given head
+track) can be kept out of the smoothing (`keep`). `normalize_motion` is the way back, per-frame motion -> (T, 70).
 """
 from __future__ import annotations
 
@@ -72,7 +73,9 @@ class MotionTemplate:
 class MotionSequence:
     """Per-frame motion at 25 fps, T frames. Angles in degrees; R = (Rz(roll) Ry(yaw) Rx(pitch))^T."""
 
-    raw: Tensor  # (T, 70) the normalised model output it was decoded from
+    # (T, 70) the normalised model output it was decoded from; None when unknown (motion imported from a
+    # LivePortrait template, which stores only the decoded fields)
+    raw: Tensor | None
     exp: Tensor  # (T, 21, 3)
     scale: Tensor  # (T, 1)
     t: Tensor  # (T, 3)
@@ -82,10 +85,11 @@ class MotionSequence:
     R: Tensor  # (T, 3, 3)
 
     def __len__(self) -> int:
-        return self.raw.shape[0]
+        return self.exp.shape[0]
 
     def to(self, device) -> MotionSequence:
-        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
+                                if getattr(self, f.name) is not None})
 
 
 def _minmax(v: Tensor, lo: Tensor, hi: Tensor) -> Tensor:

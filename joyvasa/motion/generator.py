@@ -23,6 +23,7 @@ from .audio import (
 )
 from .audio_encoder import AudioEncoder
 from .constants import DEFAULT_CFG_SCALE, DEFAULT_SMOOTHING, SAMPLE_RATE
+from .constraint import Constraint
 from .decode import MotionSequence, MotionTemplate, decode_motion
 from .denoiser import DenoisingNetwork, PEMode
 from .sampler import Callback, GuidedDenoiser, replay_noise, sample_motion, seeded_noise
@@ -126,13 +127,17 @@ def encode_speech(model: MotionGenerator, waveform: Tensor | np.ndarray, sample_
 def sample_speech_motion(model: MotionGenerator, speech: SpeechFeatures, *, seed: int | torch.Generator = 0,
                          cfg_scale: float = DEFAULT_CFG_SCALE, alignment: Alignment = "original",
                          smoothing: float | None = DEFAULT_SMOOTHING, noise: NoiseReplay | None = None,
-                         pe_mode: PEMode | None = None, callback: Callback | None = None) -> MotionSequence:
+                         pe_mode: PEMode | None = None, callback: Callback | None = None,
+                         constraint: Constraint | None = None) -> MotionSequence:
     """Encoded speech -> per-frame motion (see `generate_motion` for the options)."""
     device, dtype = model.device, model.dtype
     features = speech.features.to(device, dtype)
     n_windows = features.shape[0]
     cfg = model.denoiser.config
     shape = (1, cfg.n_motions, cfg.motion_dim)
+    keep = frames_to_keep(speech.n_frames, alignment)
+    grid = None if constraint is None else constraint_grid(constraint, n_windows * cfg.n_motions, speech.n_frames,
+                                                           keep)
     if noise is not None:
         n_draws = (n_windows, model.schedule.n_steps - 1)
         z_shape = tuple(noise.z.shape)
@@ -148,11 +153,26 @@ def sample_speech_motion(model: MotionGenerator, speech: SpeechFeatures, *, seed
         noise_fn = seeded_noise(generator, shape, device=device, dtype=dtype)
     guided = GuidedDenoiser(model.denoiser, model.null_audio, cfg_scale, pe_mode)
     x0 = sample_motion(guided, features, model.schedule, x_T, model.start_motion, model.start_audio, noise_fn,
-                       callback)  # (W, L, D)
+                       callback, grid)  # (W, L, D)
 
     raw = x0.reshape(-1, cfg.motion_dim)[: speech.n_frames]  # drop the padded tail frames
-    raw = raw[frames_to_keep(speech.n_frames, alignment)]
-    return decode_motion(raw.float(), model.template, smoothing)
+    raw = raw[keep]
+    if grid is None:
+        return decode_motion(raw.float(), model.template, smoothing)
+    given = grid.frame_mask()[: speech.n_frames][keep]  # the given head is not smoothed again
+    return decode_motion(raw.float(), model.template, smoothing, keep=given)
+
+
+def constraint_grid(constraint: Constraint, n_grid: int, n_frames: int, keep: slice) -> Constraint:
+    """A constraint over the output frames -> one over the sampled grid of n_grid frames (whole windows).
+
+    The track is fitted to the output's length (`Constraint.fit`: cut, a still frame held, or refused); frames
+    the output drops hold the nearest given frame: the 2 silent lead frames under "aligned" timing and the
+    padded tail of the last window, so the head does not jump where the output starts or after it ends."""
+    if not isinstance(constraint, Constraint):
+        raise TypeError(f"constraint must be a joyvasa.motion.Constraint, got {type(constraint).__name__}")
+    fitted = constraint.fit(n_frames - keep.start)
+    return fitted.take((torch.arange(n_grid) - keep.start).clamp(0, len(fitted) - 1))
 
 
 @torch.no_grad()
@@ -160,7 +180,8 @@ def generate_motion(model: MotionGenerator, waveform: Tensor | np.ndarray, sampl
                     seed: int | torch.Generator = 0,
                     cfg_scale: float = DEFAULT_CFG_SCALE, alignment: Alignment = "original",
                     smoothing: float | None = DEFAULT_SMOOTHING, noise: NoiseReplay | None = None,
-                    pe_mode: PEMode | None = None, callback: Callback | None = None) -> MotionSequence:
+                    pe_mode: PEMode | None = None, callback: Callback | None = None,
+                    constraint: Constraint | None = None) -> MotionSequence:
     """Speech -> per-frame LivePortrait motion at 25 fps.
 
     waveform: any sample rate, (T,), (C, T) or a ComfyUI AUDIO batch (1, C, T); downmixed and resampled to
@@ -177,7 +198,14 @@ def generate_motion(model: MotionGenerator, waveform: Tensor | np.ndarray, sampl
     smoothing: EMA strength on head pose, scale and translation (0.01 = the original; None = off).
     pe_mode: the denoiser's positional encoding, "legacy" or "main" (None = the one chosen at loading).
     callback: called after every denoising step with {window, n_windows, i, n_steps, t, x, denoised}.
+    constraint: known motion to sample the rest given (`Constraint.from_motion(track, model.template, "head")`:
+        lips and expression given a head track). It covers the output frames: a longer track is cut, a single
+        frame is held, a shorter one is refused before sampling. The sampled x_0 holds the given values
+        exactly and smoothing leaves them as given, so the returned motion has the track's values on the
+        constrained channels (to float32 rounding of normalise -> denormalise). Same seed, same draws as
+        unconstrained sampling (see `joyvasa.motion.sampler`).
     """
     speech = encode_speech(model, waveform, sample_rate)
     return sample_speech_motion(model, speech, seed=seed, cfg_scale=cfg_scale, alignment=alignment,
-                                smoothing=smoothing, noise=noise, pe_mode=pe_mode, callback=callback)
+                                smoothing=smoothing, noise=noise, pe_mode=pe_mode, callback=callback,
+                                constraint=constraint)

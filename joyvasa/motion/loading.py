@@ -23,7 +23,6 @@ import argparse
 import io
 import json
 import logging
-import pickle
 import re
 import zipfile
 from collections.abc import Mapping
@@ -33,6 +32,7 @@ import numpy as np
 from torch import Tensor
 
 from ..checkpoint import TRAINING_ARGS_GLOBALS, CheckpointError, first_line, load_strict, read_checkpoint
+from ..numpy_pickle import ARRAY_GLOBALS, NumpyOnlyUnpickler, RefusedGlobal
 from .audio_encoder import AUDIO_MODELS, AudioEncoder, build_speech_model, default_encoder_config, encoder_family
 from .constants import FPS
 from .decode import MotionTemplate
@@ -68,26 +68,10 @@ WEIGHT_NORM_SPELLINGS = (
 
 # ------------------------------------------------------------------------------------------------- template
 
-_ARRAY_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): np.ndarray((0,)).__reduce__()[0],
-    ("numpy._core.multiarray", "_reconstruct"): np.ndarray((0,)).__reduce__()[0],
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
-
-
-class _RefusedGlobal(pickle.UnpicklingError):
-    """The pickle names a global outside the allow-list (it was not imported, nothing ran)."""
-
-
-class _ArrayOnlyUnpickler(pickle.Unpickler):
-    """Resolves only NumPy's array-reconstruction globals; refuses every other global."""
-
-    def find_class(self, module: str, name: str):
-        try:
-            return _ARRAY_GLOBALS[(module, name)]
-        except KeyError:
-            raise _RefusedGlobal(f"{module}.{name}") from None
+# the allow-list is shared with the motion-file reader (joyvasa.direct.motion_file): NumPy arrays only
+_ARRAY_GLOBALS = ARRAY_GLOBALS
+_RefusedGlobal = RefusedGlobal
+_ArrayOnlyUnpickler = NumpyOnlyUnpickler
 
 
 def read_motion_template(path: str | Path) -> MotionTemplate:

@@ -14,6 +14,22 @@ Randomness enters only through the arguments: `x_T` and a noise function `noise(
 `seeded_noise` draws from a `torch.Generator` on the CPU (the same seed gives the same motion on every device);
 `replay_noise` plays back recorded draws. Classifier-free guidance lives in `GuidedDenoiser`, so the samplers
 make one model call per step. Progress goes to `callback(dict)`.
+
+Pose-constrained sampling (RePaint, Lugmayr et al. 2022, without resampling jumps): given a `Constraint` with
+normalised values y and a mask m, the known channels of every x_t are replaced by y noised to level t with the
+forward process q(x_t | x0 = y):
+
+    x_T   <- m * (sqrt(abar_T) y + sqrt(1 - abar_T) x_T) + (1 - m) * x_T      before the first step,
+    x_{t-1} <- m * (sqrt(abar_{t-1}) y + sqrt(1 - abar_{t-1}) z) + (1 - m) * x_{t-1}   after each DDPM update,
+
+with x_{t-1} on the right the ancestral update above and z that step's draw; at t = 1 (level 0) the known
+channels are set to y itself, so the sampled x_0 holds y exactly there. The forward-process noise reuses the
+entries of x_T and z at the known positions: those entries are otherwise overwritten, so they are fresh
+N(0, 1) draws independent of everything the sampler keeps; nothing extra is drawn, the seeded stream is the
+one unconstrained sampling uses, an empty mask gives the unconstrained motion bit for bit, and replayed noise
+works unchanged. With noise=None (posterior mean only) the known channels follow the mean sqrt(abar_{t-1}) y
+after each step (x_T still gives the first level's noise).
+The last 25 frames passed to the next window come from x_0, so they hold y too.
 """
 from __future__ import annotations
 
@@ -23,6 +39,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from .constraint import Constraint
 from .schedule import DiffusionSchedule
 
 NoiseFn = Callable[[int, int], Tensor]  # (window, t) -> z, shaped like x_t
@@ -100,21 +117,43 @@ def ddpm_step(x_t: Tensor, x0: Tensor, t: int, schedule: DiffusionSchedule, z: T
     return x if z is None else x + schedule.sigmas[t] * z
 
 
+def q_sample(y: Tensor, t: int, schedule: DiffusionSchedule, eps: Tensor | None) -> Tensor:
+    """x_t ~ q(x_t | x0 = y) = sqrt(abar_t) y + sqrt(1 - abar_t) eps; y itself at t = 0, the mean if eps is None."""
+    if t == 0:
+        return y
+    abar = schedule.alpha_bars[t]
+    return torch.sqrt(abar) * y if eps is None else torch.sqrt(abar) * y + torch.sqrt(1 - abar) * eps
+
+
+def _check_constraint(constraint: Constraint, n_frames: int, dim: int, what: str) -> None:
+    if not isinstance(constraint, Constraint):
+        raise TypeError(f"constraint must be a joyvasa.motion.Constraint, got {type(constraint).__name__}")
+    if tuple(constraint.values.shape) != (n_frames, dim):
+        raise ValueError(f"the constraint covers {tuple(constraint.values.shape)} but {what} is ({n_frames}, {dim})")
+
+
 @torch.no_grad()
 def sample_window(model: XZeroModel, x_T: Tensor, schedule: DiffusionSchedule, audio: Tensor, prev_motion: Tensor,
                   prev_audio: Tensor, noise: NoiseFn | None = None, callback: Callback | None = None,
-                  window: int = 0, n_windows: int = 1) -> Tensor:
+                  window: int = 0, n_windows: int = 1, constraint: Constraint | None = None) -> Tensor:
     """DDPM ancestral sampling of one window, x0 target. x_T (N, L, D) -> x_0 (N, L, D).
 
-    noise: per-step z; None samples the posterior mean only (deterministic, not what the original does)."""
+    noise: per-step z; None samples the posterior mean only (deterministic, not what the original does).
+    constraint: known values (L, D) for this window (module docstring); None = unconstrained."""
     x = x_T
     n_steps = schedule.n_steps
+    if constraint is not None:
+        _check_constraint(constraint, x_T.shape[1], x_T.shape[2], "a window")
+        y, known = constraint.values.to(x_T)[None], constraint.mask.to(x_T.device)  # (1, L, D); (L, D) or (D,)
+        x = torch.where(known, q_sample(y, n_steps, schedule, x_T), x_T)
     # what depends only on this window's audio, computed once and passed to every step
     window_inputs = model.window_inputs(audio, prev_audio) if hasattr(model, "window_inputs") else {}
     for i, t in enumerate(range(n_steps, 0, -1)):
         z = noise(window, t) if (noise is not None and t > 1) else None
         x0 = model(x, t, audio, prev_motion, prev_audio, **window_inputs)
         x_next = ddpm_step(x, x0, t, schedule, z)
+        if constraint is not None:
+            x_next = torch.where(known, q_sample(y, t - 1, schedule, z), x_next)
         if callback is not None:
             callback({"window": window, "n_windows": n_windows, "i": i, "n_steps": n_steps, "t": t, "x": x,
                       "denoised": x0})
@@ -125,16 +164,21 @@ def sample_window(model: XZeroModel, x_T: Tensor, schedule: DiffusionSchedule, a
 @torch.no_grad()
 def sample_motion(model: XZeroModel, audio_features: Tensor, schedule: DiffusionSchedule, x_T: Tensor,
                   start_motion: Tensor, start_audio: Tensor, noise: NoiseFn | None = None,
-                  callback: Callback | None = None) -> Tensor:
+                  callback: Callback | None = None, constraint: Constraint | None = None) -> Tensor:
     """Sample every window in turn. audio_features (W, L, d), x_T (1, L, D), start_* (1, Lp, .)
-    -> normalised motion (W, L, D). Window w is conditioned on window w - 1's last Lp frames and features."""
+    -> normalised motion (W, L, D). Window w is conditioned on window w - 1's last Lp frames and features.
+    constraint: known values over all W * L frames (window w gets frames w L .. w L + L - 1); None = none."""
     W = audio_features.shape[0]
     Lp = start_motion.shape[1]
+    _, L, D = x_T.shape
+    if constraint is not None:
+        _check_constraint(constraint, W * L, D, f"{W} window(s) of {L} frames")
     prev_motion, prev_audio = start_motion, start_audio
     windows = []
     for w in range(W):
         audio = audio_features[w : w + 1]  # (1, L, d)
-        x0 = sample_window(model, x_T, schedule, audio, prev_motion, prev_audio, noise, callback, w, W)
+        known = None if constraint is None else constraint.take(torch.arange(w * L, (w + 1) * L))
+        x0 = sample_window(model, x_T, schedule, audio, prev_motion, prev_audio, noise, callback, w, W, known)
         windows.append(x0)
         prev_motion, prev_audio = x0[:, -Lp:], audio[:, -Lp:]
     return torch.cat(windows)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..direct.perform import DirectOptions, direct_motion
 from ..face.detect import DEFAULT_DET_THRESH, FaceDetector
 from ..face.source import (
     CROP_MODES,
@@ -37,6 +38,7 @@ from ..face.xpose import AnimalFaceDetector
 from ..motion import FPS, MotionGenerator, MotionSequence, generate_motion
 from ..motion.audio import ALIGNMENTS, audio_delay
 from ..motion.constants import CFG_SCALE_RANGE, DEFAULT_CFG_SCALE, DEFAULT_SMOOTHING, SEED_RANGE
+from ..motion.constraint import Constraint
 from ..motion.denoiser import PE_MODES
 from ..motion.sampler import Callback
 from ..renderer import LivePortraitRenderer
@@ -218,23 +220,41 @@ class PortraitClip:
         return self.source.image.shape[:2] if self.pasted_back else self.source.crop.image_512.shape[:2]
 
 
-def animate_portrait(renderer: LivePortraitRenderer, generator: MotionGenerator, image: np.ndarray, waveform,
-                     sample_rate: int, options: PortraitOptions = PortraitOptions(), *,
-                     detector: Detector | None = None, motion_callback: Callback | None = None,
+def animate_portrait(renderer: LivePortraitRenderer, generator: MotionGenerator | None, image: np.ndarray,
+                     waveform, sample_rate: int, options: PortraitOptions = PortraitOptions(), *,
+                     detector: Detector | None = None, motion: MotionSequence | None = None,
+                     head_track: MotionSequence | None = None, constrain: str = "head",
+                     direct: DirectOptions | None = None, reference_exp=None,
+                     motion_callback: Callback | None = None,
                      frame_callback: ProgressCallback | None = None) -> PortraitClip:
     """Portrait + speech -> a clip whose frames are rendered lazily, batch by batch.
 
     image: (H, W, 3) uint8 RGB, any size (limited to `options.crop.max_dim` here). waveform: any rate, (T,),
-    (C, T) or (1, C, T). The crop and the motion are computed now (a face not found fails before sampling);
-    rendering happens while `frames` is consumed. Models stay where they are; tensors go to them."""
+    (C, T) or (1, C, T). motion: a motion to render instead of sampling one from the speech (a motion file);
+    the generator may then be None. head_track: sample lips and expression given this head motion
+    (`constrain` = the channels it fixes: "head", "head_rotation", "expression", "all"; RePaint-style inpainting,
+    see `joyvasa.motion.sampler`). direct: performance controls applied to the motion (`joyvasa.direct`),
+    with `reference_exp` for an expression offset. The crop and the motion are computed now (a face not found
+    fails before sampling); rendering happens while `frames` is consumed. Models stay where they are; tensors
+    go to them."""
     check_detector(detector, renderer.species)
     picture = portrait_image(image, options.crop.max_dim)
     crop = crop_portrait(picture, options.crop, detector)
     m = options.motion
-    motion = generate_motion(generator, waveform, sample_rate, seed=m.seed, cfg_scale=m.cfg_scale,
-                             alignment=m.timing, smoothing=m.smoothing or None, pe_mode=m.pe_mode,
-                             callback=motion_callback)
+    if motion is None:
+        if generator is None:
+            raise ValueError("animate_portrait needs the motion generator, or a motion to render")
+        constraint = None if head_track is None else Constraint.from_motion(head_track, generator.template,
+                                                                            constrain)
+        motion = generate_motion(generator, waveform, sample_rate, seed=m.seed, cfg_scale=m.cfg_scale,
+                                 alignment=m.timing, smoothing=m.smoothing or None, pe_mode=m.pe_mode,
+                                 constraint=constraint, callback=motion_callback)
     source = prepare_source(renderer, picture, crop)
+    if direct is not None:
+        motion = direct_motion(motion, direct, renderer=renderer, source=source, waveform=waveform,
+                               sample_rate=sample_rate, audio_delay=m.audio_delay, reference_exp=reference_exp,
+                               detector=detector if isinstance(detector, FaceDetector) else None,
+                               normalize_lip=options.driving.normalize_lip)
     frames = animate(renderer, source, motion, options.driving, options.paste_back, options.batch_size,
                      frame_callback)
     return PortraitClip(source, motion, frames, m.audio_delay,
