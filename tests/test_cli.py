@@ -118,3 +118,12 @@ def test_controls_save_a_motion_that_renders_again(scene):
     with av.open(str(first)) as a, av.open(str(second)) as b:
         assert a.streams.video[0].frames == b.streams.video[0].frames == len(motion)
         assert len(a.streams.audio) == 1 and len(b.streams.audio) == 0
+    # the still head of that take constrains a new sampling with another seed: same head, new lips
+    third = tmp / "constrained.safetensors"
+    result = _run("animate", "--image", image, "--audio", speech, "--out", tmp / "constrained.mp4", "--seed", "9",
+                  "--head-track", saved, "--save-motion", third, env_root=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    constrained, _ = load_motion(third)
+    for name in ("pitch", "yaw", "roll", "scale", "t"):
+        torch.testing.assert_close(getattr(constrained, name), getattr(motion, name), rtol=0, atol=1e-4)
+    assert not torch.allclose(constrained.exp, motion.exp)
