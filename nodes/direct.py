@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..joyvasa.direct.head import HeadOptions
+from ..joyvasa.direct.mouth import MouthOptions
+from ..joyvasa.direct.silence import SilenceOptions
 from .types import CATEGORY, MOTION, RENDERER, SOURCE, MotionClip
 
 MOTION_IN = (MOTION, {"tooltip": "Motion from Sample Motion or another JoyVASA motion node."})
@@ -55,15 +58,15 @@ class JoyVASAHeadMotion:
                                      "tooltip": "Offsets over time, e.g. '0:yaw=0; 2.5s ease: yaw=15, pitch=-5; "
                                                 "4s: yaw=0' (seconds or 50f frames; linear, ease or hold); empty "
                                                 "= none."}),
-            "distance": ("FLOAT", {"default": 1.0, "min": 0.5, "max": 2.0, "step": 0.01,
+            "distance": ("FLOAT", {"default": HeadOptions.distance, "min": 0.5, "max": 2.0, "step": 0.01,
                                    "tooltip": "Head size: above 1 brings the face closer (bigger), below 1 moves it "
                                               "away."}),
-            "shift_x": ("FLOAT", {"default": 0.0, "min": -0.5, "max": 0.5, "step": 0.01,
+            "shift_x": ("FLOAT", {"default": HeadOptions.shift_x, "min": -0.5, "max": 0.5, "step": 0.01,
                                   "tooltip": "Framing: positive moves the face right, negative left (the crop is 2 "
                                              "units wide)."}),
-            "shift_y": ("FLOAT", {"default": 0.0, "min": -0.5, "max": 0.5, "step": 0.01,
+            "shift_y": ("FLOAT", {"default": HeadOptions.shift_y, "min": -0.5, "max": 0.5, "step": 0.01,
                                   "tooltip": "Framing: positive moves the face down, negative up."}),
-            "ramp_s": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 5.0, "step": 0.05,
+            "ramp_s": ("FLOAT", {"default": HeadOptions.ramp_s, "min": 0.0, "max": 5.0, "step": 0.05,
                                  "tooltip": "Seconds over which offsets, distance and framing ease in from the first "
                                             "frame: 0 jumps at once, longer is gentler."}),
         }}
@@ -91,24 +94,24 @@ class JoyVASAMouth:
     def INPUT_TYPES(cls):
         return {"required": {
             "motion": MOTION_IN,
-            "lip_gain": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
+            "lip_gain": ("FLOAT", {"default": MouthOptions.lip_gain, "min": 0.0, "max": 3.0, "step": 0.05,
                                    "tooltip": "Mouth opening: below 1 smaller (0 = closed), above 1 wider."}),
-            "offset_frames": ("INT", {"default": 0, "min": -25, "max": 25,
+            "offset_frames": ("INT", {"default": MouthOptions.offset_frames, "min": -25, "max": 25,
                                       "tooltip": "Lip timing in frames (25 per second): positive makes the lips "
                                                  "later, negative earlier."}),
-            "close_silences": ("BOOLEAN", {"default": False,
+            "close_silences": ("BOOLEAN", {"default": MouthOptions.close_silences,
                                            "tooltip": "On: the lips ease closed in pauses of the speech; off: "
                                                       "lips as generated."}),
-            "threshold_db": ("FLOAT", {"default": -30.0, "min": -60.0, "max": -6.0, "step": 1.0,
+            "threshold_db": ("FLOAT", {"default": SilenceOptions.threshold_db, "min": -60.0, "max": -6.0, "step": 1.0,
                                        "tooltip": "Pause level below the speech's loud parts: closer to 0 finds "
                                                   "more pauses, lower only near-silence."}),
-            "min_pause_s": ("FLOAT", {"default": 0.25, "min": 0.04, "max": 2.0, "step": 0.01,
+            "min_pause_s": ("FLOAT", {"default": SilenceOptions.min_pause_s, "min": 0.04, "max": 2.0, "step": 0.01,
                                       "tooltip": "Shortest pause that closes the lips: shorter catches gaps between "
                                                  "words, longer only real pauses."}),
-            "attack_s": ("FLOAT", {"default": 0.08, "min": 0.0, "max": 1.0, "step": 0.01,
+            "attack_s": ("FLOAT", {"default": MouthOptions.attack_s, "min": 0.0, "max": 1.0, "step": 0.01,
                                    "tooltip": "Seconds to close once a pause starts: shorter snaps shut, longer "
                                               "eases."}),
-            "release_s": ("FLOAT", {"default": 0.08, "min": 0.0, "max": 1.0, "step": 0.01,
+            "release_s": ("FLOAT", {"default": MouthOptions.release_s, "min": 0.0, "max": 1.0, "step": 0.01,
                                     "tooltip": "Seconds to reopen before speech resumes: shorter opens late and "
                                                "fast, longer earlier and softer."}),
             "normalize_lip": ("BOOLEAN", {"default": True,

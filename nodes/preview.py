@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..joyvasa.direct.silence import SilenceOptions
 from . import runtime
 from .types import CATEGORY, MOTION, MotionClip
 
@@ -28,11 +29,12 @@ class JoyVASAMotionPreview:
                 "show_silences": ("BOOLEAN", {"default": True,
                                               "tooltip": "Shade the pauses an energy detector finds in the motion's "
                                                          "audio (the detector of Direct Mouth's close_silences)."}),
-                "threshold_db": ("FLOAT", {"default": -30.0, "min": -60.0, "max": -6.0, "step": 1.0,
+                "threshold_db": ("FLOAT", {"default": SilenceOptions.threshold_db, "min": -60.0, "max": -6.0,
+                                           "step": 1.0,
                                            "tooltip": "Pause level below the speech's loud parts: closer to 0 finds "
                                                       "more pauses, lower only near-silence. Use the Mouth "
                                                       "control's value to see the pauses it closes."}),
-                "min_pause_s": ("FLOAT", {"default": 0.25, "min": 0.04, "max": 2.0, "step": 0.01,
+                "min_pause_s": ("FLOAT", {"default": SilenceOptions.min_pause_s, "min": 0.04, "max": 2.0, "step": 0.01,
                                           "tooltip": "Shortest pause shown: shorter catches gaps between words, "
                                                      "longer only real pauses."}),
             },
