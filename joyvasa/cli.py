@@ -310,6 +310,32 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preview(args: argparse.Namespace) -> int:
+    """Plot a motion file (and optionally a second one, drawn faintly) with its audio and pauses, as a PNG."""
+    import cv2
+
+    from .direct.preview import motion_preview
+    from .direct.silence import find_silences
+    from .files import AtomicFile
+    from .motion.audio import audio_delay
+
+    motion, info = _read_motion(args.motion)
+    before = _read_motion(args.before)[0] if args.before is not None else None
+    waveform, rate = _read_audio(args.audio) if args.audio is not None else (None, None)
+    out = _output(args.out, ".png", *[p for p in (args.motion, args.before, args.audio) if p is not None])
+    delay = audio_delay(info.get("timing", "original")) if waveform is not None else 0.0
+    silences = None if waveform is None else find_silences(waveform, rate, len(motion), delay_s=delay).numpy()
+    image = motion_preview(motion, waveform=waveform, sample_rate=rate, audio_delay=delay, silences=silences,
+                           width=args.width, before=before, title=args.motion.name)
+    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise InputError(f"could not encode {out}")
+    with AtomicFile(out) as tmp:
+        tmp.write_bytes(data.tobytes())
+    log.info("wrote %s", out)
+    return 0
+
+
 def _flag(parser, name: str, default: bool, help: str, *aliases: str) -> None:
     """--name / --no-name, plus the original's --flag_name / --no_flag_name spellings."""
     dest = name.replace("-", "_")
@@ -465,6 +491,15 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--yaw", type=float, nargs="+", default=[-20.0, 0.0, 20.0],
                         help="head-turn offsets in degrees, one frame each")
     render.set_defaults(func=cmd_render)
+
+    preview = sub.add_parser("preview", help="plot a motion file over time (head, mouth, eyes, audio, pauses)",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    preview.add_argument("--motion", type=Path, required=True, help="motion file (.safetensors or .pkl)")
+    preview.add_argument("--before", type=Path, default=None, help="a second motion file, drawn faintly")
+    preview.add_argument("--audio", type=Path, default=None, help="the speech played with it (loudness, pauses)")
+    preview.add_argument("--out", type=Path, default=Path("motion_preview.png"), help="PNG to write")
+    preview.add_argument("--width", type=int, default=1024, help="image width in pixels")
+    preview.set_defaults(func=cmd_preview)
     return parser
 
 

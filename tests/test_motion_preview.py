@@ -207,3 +207,32 @@ def test_node_returns_an_image():
     assert len(module.JoyVASAMotionPreview.OUTPUT_TOOLTIPS) == len(module.JoyVASAMotionPreview.RETURN_TYPES)
     with pytest.raises(ValueError, match="MOTION"):
         node.preview(wavy_motion(), 512)
+
+
+def test_cli_preview_writes_a_png_of_a_motion_file(tmp_path):
+    """`python -m joyvasa preview`: a saved motion (and a second one, faintly) with its audio, as a PNG."""
+    import cv2
+
+    from joyvasa.cli import main
+    from joyvasa.direct.head import HeadOptions, direct_head
+    from joyvasa.direct.motion_file import save_motion
+    from joyvasa.motion import generate_motion
+    from joyvasa.testing.tiny import tiny_generator
+
+    speech = 0.1 * torch.randn(1, 24000, generator=torch.Generator().manual_seed(0))
+    speech[:, 12000:20000] = 0  # a pause
+    motion = generate_motion(tiny_generator(), speech, 16000, seed=0)
+    save_motion(tmp_path / "take.safetensors", motion)
+    save_motion(tmp_path / "calm.safetensors", direct_head(motion, HeadOptions(gain=(0.0, 0.0, 0.0))))
+    wav = tmp_path / "speech.wav"
+    import wave
+
+    with wave.open(str(wav), "wb") as f:
+        f.setnchannels(1), f.setsampwidth(2), f.setframerate(16000)
+        f.writeframes((speech[0].numpy() * 32767).astype(np.int16).tobytes())
+    out = tmp_path / "plot.png"
+    assert main(["preview", "--motion", str(tmp_path / "calm.safetensors"), "--before",
+                 str(tmp_path / "take.safetensors"), "--audio", str(wav), "--out", str(out), "--width", "640"]) == 0
+    image = cv2.imread(str(out))
+    assert image is not None and image.shape[1] == 640 and image.std() > 10
+    assert main(["preview", "--motion", str(tmp_path / "nope.safetensors"), "--out", str(out)]) == 1
