@@ -86,7 +86,7 @@ class JoyVASABlinks:
                                                          "minute); 0 = none inserted."}),
                 "duration": ("FLOAT", {"default": DEFAULT_DURATION, "min": 0.05, "max": 1.0, "step": 0.01,
                                        "tooltip": "Seconds per blink, closing and reopening (0.1-0.4 s is natural)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**32 - 1,
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**32 - 1, "control_after_generate": True,
                                  "tooltip": "Random seed of the blink timing: the same seed gives the same blinks."}),
                 "jitter": ("FLOAT", {"default": DEFAULT_JITTER, "min": 0.0, "max": 1.0, "step": 0.05,
                                      "tooltip": "Irregularity of the intervals between blinks: 0 = metronome."}),

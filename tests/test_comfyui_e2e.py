@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 import wave
@@ -55,6 +56,11 @@ def _post(url: str, payload: dict):
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"{}")
+
+
+def _get_bytes(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.read()
 
 
 def _write_wav(path: Path, seconds: float, rate: int = 16000) -> None:
@@ -168,6 +174,38 @@ def test_workflow_runs(server, path):
         assert v.width % 2 == 0 and v.height % 2 == 0
         assert streams["video"].frames == (int(SPEECH_SECONDS * 16000) + 1920) // 640
         assert "audio" in streams
+    _check_motion_previews(server, workflow, result)
+    _check_saved_motions(server, workflow, frames=(int(SPEECH_SECONDS * 16000) + 1920) // 640)
+
+
+def _check_motion_previews(server, workflow: dict, result: dict) -> None:
+    """Every Preview Image fed by a Motion Preview showed a plot as wide as the Motion Preview's width widget."""
+    import cv2
+
+    by_id = {n["id"]: n for n in workflow["nodes"]}
+    for _, src, _, dst, _, _ in workflow["links"]:
+        if by_id[src]["type"] != "JoyVASAMotionPreview" or by_id[dst]["type"] != "PreviewImage":
+            continue
+        images = result["outputs"].get(str(dst), {}).get("images", [])
+        assert len(images) == 1, f"Preview Image {dst} showed {images}"
+        query = urllib.parse.urlencode({k: images[0][k] for k in ("filename", "subfolder", "type")})
+        plot = cv2.imdecode(np.frombuffer(_get_bytes(f"{server['url']}/view?{query}"), np.uint8), cv2.IMREAD_COLOR)
+        assert plot is not None and plot.shape[1] == by_id[src]["widgets_values"][0], images[0]
+        assert plot.std() > 10, "the motion preview is a blank picture"
+
+
+def _check_saved_motions(server, workflow: dict, frames: int) -> None:
+    """Every Save Motion node wrote a motion file of the rendered length that reads back."""
+    from joyvasa.direct.motion_file import read_motion_file
+
+    for node in workflow["nodes"]:
+        if node["type"] != "JoyVASASaveMotion":
+            continue
+        prefix, fmt = node["widgets_values"][:2]
+        written = sorted((server["dir"] / "output").glob(f"{prefix}_*_.{fmt}"))
+        assert written, f"Save Motion wrote no {prefix}_*_.{fmt} in {server['dir'] / 'output'}"
+        motion, info = read_motion_file(written[-1])
+        assert len(motion) == frames and info["fps"] == 25
 
 
 def test_bad_widget_value_is_rejected_before_running(server):

@@ -74,3 +74,23 @@ def frontend_verdicts(tmp_path_factory):
 def test_workflow_passes_the_frontend_schema(frontend_verdicts, path):
     schema, verdicts = frontend_verdicts
     assert verdicts[path] is None, f"comfyui-frontend-package {schema.version} would show: {verdicts[path]}"
+
+
+def test_seed_inputs_get_the_frontends_control_widget():
+    """The frontend adds 'control after generate' to an INT named seed/noise_seed unless its spec says otherwise
+    (legacy convention), so the saved widget values have that extra slot; a schema without it shifts them."""
+    from tools.workflow_tools import NodeSchema, has_control_widget, schemas_from_object_info
+
+    assert has_control_widget("seed", "INT", {}) and has_control_widget("noise_seed", "INT", {})
+    assert not has_control_widget("seed", "INT", {"control_after_generate": False})
+    assert has_control_widget("steps", "INT", {"control_after_generate": True})
+    assert not has_control_widget("steps", "INT", {}) and not has_control_widget("seed", "FLOAT", {})
+    for schema in all_schemas().values():
+        assert isinstance(schema, NodeSchema)
+        names = schema.widget_names()
+        for i, (name, spec) in enumerate(schema.widgets):
+            if name in ("seed", "noise_seed") and spec[0] == "INT":
+                assert names[i + 1] == f"{name}__control"
+    info = {"N": {"input": {"required": {"seed": ["INT", {"default": 0}], "depth": ["FLOAT", {}]}},
+                  "input_order": {"required": ["seed", "depth"]}, "output": [], "output_name": []}}
+    assert schemas_from_object_info(info)["N"].widget_names() == ["seed", "seed__control", "depth"]

@@ -30,6 +30,7 @@ class Graph:
         self.schemas = all_schemas()
         self.nodes: list[dict] = []
         self.links: list[list] = []
+        self.groups: list[dict] = []
 
     def node(self, node_type: str, pos, widgets: dict | None = None, size=(320, 200)) -> dict:
         schema = self.schemas[node_type]
@@ -57,6 +58,19 @@ class Graph:
         self.nodes.append(node)
         return node
 
+    def note(self, pos, text: str, size=(300, 240)) -> dict:
+        """A frontend-only Note node (yellow text box, as the frontend saves it); never sent to the server."""
+        node = {"id": len(self.nodes) + 1, "type": "Note", "pos": list(pos), "size": list(size), "flags": {},
+                "order": len(self.nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {"text": ""},
+                "widgets_values": [text], "color": "#432", "bgcolor": "#653"}
+        self.nodes.append(node)
+        return node
+
+    def group(self, title: str, bounding, color: str = "#3f789e") -> None:
+        """A titled box on the canvas; bounding = (x, y, width, height) and must include the nodes' title bars."""
+        self.groups.append({"id": len(self.groups) + 1, "title": title, "bounding": list(bounding), "color": color,
+                            "font_size": 24, "flags": {}})
+
     def link(self, src: dict, output: str, dst: dict, input_name: str) -> None:
         slot = [o["name"] for o in src["outputs"]].index(output)
         dst_slot = [i["name"] for i in dst["inputs"]].index(input_name)
@@ -66,11 +80,12 @@ class Graph:
         src["outputs"][slot]["links"].append(link_id)
         dst["inputs"][dst_slot]["link"] = link_id
 
-    def save(self, name: str, title: str, note: str) -> dict:
+    def save(self, name: str, title: str, note: str, offset=(0, 0)) -> dict:
+        """offset: the canvas view's pan when opened (e.g. to show group titles above y = 0)."""
         workflow = {
             "id": workflow_id(name), "revision": 0, "last_node_id": len(self.nodes), "last_link_id": len(self.links),
-            "nodes": self.nodes, "links": self.links, "groups": [], "config": {},
-            "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}, "joyvasa": {"title": title, "note": note}},
+            "nodes": self.nodes, "links": self.links, "groups": self.groups, "config": {},
+            "extra": {"ds": {"scale": 0.8, "offset": list(offset)}, "joyvasa": {"title": title, "note": note}},
             "version": 0.4,
         }
         (OUT / f"{name}.json").write_text(json.dumps(workflow, indent=1) + "\n")
@@ -141,6 +156,80 @@ def every_stage(species: str) -> None:
                "motion as for people, pasted back into the full picture.")
 
 
+DIRECTED_NOTE = (
+    "Directing the performance: the motion from Sample Motion passes through controls before Render, each "
+    "MOTION -> MOTION and off at its neutral values, in this order:\n"
+    "1. Head Motion: gains 0.5 = a calmer head (0 = still, 1 = as generated), offsets, keyframes, distance.\n"
+    "2. Gaze: the eyes stay on the camera while the head turns.\n"
+    "3. Blinks: natural blinks added (needs the source's landmarks: crop auto with the face detector).\n"
+    "4. Mouth: lips eased closed in the pauses of the speech (renderer + source give the closed mouth).\n"
+    "5. Fade: eases in from and out to the still source face.\n"
+    "Motion Preview plots the directed motion over the generated one (faint): check it before rendering. "
+    "Save Motion writes it to output/motion/ (reload it with Load Motion, e.g. as Sample Motion's head_track).")
+
+
+def directed_performance() -> None:
+    g = Graph()
+    # column x positions, left to right: inputs, models, source + speech, head + gaze, blinks + mouth,
+    # fade + checks, render, video
+    image = g.node("LoadImage", (0, 0), {"image": "astronaut.png"}, size=(300, 320))
+    audio = g.node("LoadAudio", (0, 360), {"audio": "speech_en.wav"}, size=(300, 140))
+    renderer = g.node("JoyVASALoadRenderer", (340, 0), {"species": "human"})
+    motion_model = g.node("JoyVASALoadMotionGenerator", (340, 220))
+    detector = g.node("JoyVASALoadFaceDetector", (340, 360))
+    prepare = g.node("JoyVASAPrepareSource", (700, 0), {"crop": "auto"}, size=(340, 380))
+    g.link(detector, "face_detector", prepare, "face_detector")
+    g.link(renderer, "renderer", prepare, "renderer")
+    g.link(image, "IMAGE", prepare, "image")
+    encode = g.node("JoyVASAEncodeAudio", (700, 420), size=(300, 80))
+    g.link(motion_model, "motion_model", encode, "motion_model")
+    g.link(audio, "AUDIO", encode, "audio")
+    sample = g.node("JoyVASASampleMotion", (700, 540), size=(320, 260))
+    g.link(motion_model, "motion_model", sample, "motion_model")
+    g.link(encode, "speech", sample, "speech")
+
+    head = g.node("JoyVASAHeadMotion", (1100, 0), {"pitch_gain": 0.5, "yaw_gain": 0.5, "roll_gain": 0.5},
+                  size=(320, 440))
+    g.link(sample, "motion", head, "motion")
+    gaze = g.node("JoyVASAGaze", (1100, 500), {"target": "camera"}, size=(320, 180))
+    g.link(head, "motion", gaze, "motion")
+    blinks = g.node("JoyVASABlinks", (1460, 0), {"mode": "add"}, size=(320, 300))
+    g.link(renderer, "renderer", blinks, "renderer")
+    g.link(prepare, "source", blinks, "source")
+    g.link(gaze, "motion", blinks, "motion")
+    mouth = g.node("JoyVASAMouth", (1460, 360), {"close_silences": True}, size=(320, 320))
+    g.link(blinks, "motion", mouth, "motion")
+    g.link(renderer, "renderer", mouth, "renderer")
+    g.link(prepare, "source", mouth, "source")
+    fade = g.node("JoyVASAFade", (1460, 740), size=(320, 100))
+    g.link(mouth, "motion", fade, "motion")
+
+    motion_preview = g.node("JoyVASAMotionPreview", (1840, 0), size=(300, 200))
+    g.link(fade, "motion", motion_preview, "motion")
+    g.link(sample, "motion", motion_preview, "before")
+    plot = g.node("PreviewImage", (1840, 260), size=(420, 340))
+    g.link(motion_preview, "plot", plot, "images")
+    save_motion = g.node("JoyVASASaveMotion", (1840, 660), size=(300, 140))
+    g.link(fade, "motion", save_motion, "motion")
+
+    render = g.node("JoyVASARender", (2320, 0), size=(340, 360))
+    g.link(renderer, "renderer", render, "renderer")
+    g.link(prepare, "source", render, "source")
+    g.link(fade, "motion", render, "motion")
+    video_out(g, render, 2700)
+    g.note((0, 620), DIRECTED_NOTE, size=(660, 200))
+
+    g.group("Models and inputs", (-20, -80, 700, 920), color="#444")
+    g.group("Source, speech, generated motion", (680, -80, 380, 900), color="#444")
+    g.group("Direct the performance", (1080, -80, 720, 940), color="#a1309b")
+    g.group("Check before rendering", (1820, -80, 460, 900), color="#3f789e")
+    g.group("Render and save", (2300, -80, 740, 680), color="#88a")
+    g.save("joyvasa_directed_performance", "Directed performance (human)",
+           "A calmer head, eyes on the camera, added blinks, lips closed in pauses and a fade in and out, with a "
+           "Motion Preview of the directed motion over the generated one and the motion saved to a file.",
+           offset=(40, 110))
+
+
 def thumbnail(name: str, title: str, picture: str) -> None:
     image = cv2.imread(str(ROOT / "examples" / picture))
     h, w = image.shape[:2]
@@ -160,9 +249,11 @@ def main() -> None:
     human_all_in_one()
     every_stage("human")
     every_stage("animal")
+    directed_performance()
     thumbnail("joyvasa_human_talking_portrait", "Talking portrait human", "astronaut.png")
     thumbnail("joyvasa_every_stage", "Every stage own node", "astronaut.png")
     thumbnail("joyvasa_animal_talking_portrait", "Talking portrait animal", "cat.png")
+    thumbnail("joyvasa_directed_performance", "Directed head eyes mouth", "astronaut.png")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 WIDGET_TYPES = {"INT", "FLOAT", "BOOLEAN", "STRING"}
+# The frontend gives an INT widget a "control after generate" companion when its spec says so, and (legacy
+# convention) when the spec does not say and the input is named seed or noise_seed (useIntWidget).
+LEGACY_SEED_NAMES = ("seed", "noise_seed")
+
+
+def has_control_widget(name: str, kind, options: dict) -> bool:
+    """Whether the frontend adds a control_after_generate widget after this input's widget."""
+    if kind != "INT":
+        return False
+    flag = options.get("control_after_generate")
+    return bool(flag) if flag is not None else name in LEGACY_SEED_NAMES
+# frontend-only nodes (comments on the canvas): never sent to the server, so not validated or converted
+FRONTEND_ONLY_NODES = {"Note", "MarkdownNote"}
 
 
 @dataclass
@@ -48,7 +61,7 @@ def schema_of(node_class) -> NodeSchema:
                 schema.optional.add(name)
             if isinstance(kind, list) or kind in WIDGET_TYPES:
                 schema.widgets.append((name, (kind, options)))
-                if options.get("control_after_generate"):
+                if has_control_widget(name, kind, options):
                     schema.widgets.append((f"{name}__control", "control"))
             else:
                 schema.inputs[name] = kind
@@ -95,6 +108,10 @@ def validate(workflow: dict, schemas: dict[str, NodeSchema]) -> list[str]:
     errors = []
     by_id = {n["id"]: n for n in workflow["nodes"]}
     for node in workflow["nodes"]:
+        if node["type"] in FRONTEND_ONLY_NODES:
+            if node.get("inputs") or node.get("outputs"):
+                errors.append(f"{node['type']} (node {node['id']}): a note has no sockets")
+            continue
         schema = schemas.get(node["type"])
         if schema is None:
             errors.append(f"node {node['id']}: unknown node type {node['type']!r}")
@@ -134,6 +151,8 @@ def to_api_prompt(workflow: dict, schemas: dict[str, NodeSchema]) -> dict:
     links = {link[0]: link for link in workflow["links"]}
     prompt = {}
     for node in workflow["nodes"]:
+        if node["type"] in FRONTEND_ONLY_NODES:
+            continue
         schema = schemas[node["type"]]
         inputs = {}
         for (name, spec), value in zip(schema.widgets, node.get("widgets_values", []), strict=True):
@@ -165,7 +184,7 @@ def schemas_from_object_info(info: dict) -> dict[str, NodeSchema]:
                         kind = options.get("options", [])
                     schema.widgets.append((name, "combo-file" if options.get("image_upload") or options.get(
                         "audio_upload") else (kind, options)))
-                    if options.get("control_after_generate"):
+                    if has_control_widget(name, kind, options):
                         schema.widgets.append((f"{name}__control", "control"))
                     if options.get("image_upload"):
                         schema.widgets.append(("upload", "ui"))
