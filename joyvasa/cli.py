@@ -172,7 +172,9 @@ def _reference_expression(args, renderer, detector, options):
     return expression_from_image(renderer, crop_portrait(image, crop_options, detector).image_256)
 
 
-def cmd_animate(args: argparse.Namespace) -> int:
+def cmd_animate(args: argparse.Namespace, models=None) -> int:
+    """models: optional `models(key, load) -> model`, which may return a model loaded before under that key
+    (the batch workers' cache); by default every model is loaded."""
     from .devices import resolve_device, resolve_dtype
     from .motion import load_motion_generator
     from .pipeline import animate_portrait, load_detector, portrait_files, portrait_image
@@ -222,11 +224,16 @@ def cmd_animate(args: argparse.Namespace) -> int:
     if motion is not None:  # a motion file replaces the motion generator
         needed = [f for f in needed if f not in (MOTION_CHECKPOINT, MOTION_TEMPLATE)]
     location, paths = _weights(needed, args)
-    detector = load_detector(args.species, paths, device, args.det_thresh) if (
+    models = models or (lambda key, load: load())
+    detector = models(("detector", args.species, str(device), args.det_thresh, str(location)),
+                      lambda: load_detector(args.species, paths, device, args.det_thresh)) if (
         options.crop.mode == "auto" or landmarks) else None
-    renderer = load_renderer(args.species, args.animal_version, location=location, device=device, dtype=dtype)
-    generator = None if motion is not None else load_motion_generator(paths[MOTION_CHECKPOINT],
-                                                                       paths[MOTION_TEMPLATE]).to(device)
+    renderer = models(("renderer", args.species, args.animal_version, str(device), str(dtype), str(location)),
+                      lambda: load_renderer(args.species, args.animal_version, location=location, device=device,
+                                            dtype=dtype))
+    generator = None if motion is not None else models(
+        ("generator", str(device), str(location)),
+        lambda: load_motion_generator(paths[MOTION_CHECKPOINT], paths[MOTION_TEMPLATE]).to(device))
     log.info("models on %s (%s)", device, str(dtype).replace("torch.", ""))
 
     start = time.perf_counter()
@@ -500,6 +507,10 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--out", type=Path, default=Path("motion_preview.png"), help="PNG to write")
     preview.add_argument("--width", type=int, default=1024, help="image width in pixels")
     preview.set_defaults(func=cmd_preview)
+
+    from .batch.command import add_batch_parser
+
+    add_batch_parser(sub)
     return parser
 
 
