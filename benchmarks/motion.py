@@ -16,21 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from joyvasa.motion import (
-    AudioEncoder,
-    DenoiserConfig,
-    DenoisingNetwork,
-    MotionGenerator,
-    MotionTemplate,
-    cosine_schedule,
-    generate_motion,
-    load_motion_generator,
-    pad_silence,
-    plan_windows,
-    split_windows,
-)
-from joyvasa.motion.audio_encoder import build_speech_model, default_encoder_config
+from joyvasa.motion import MotionGenerator, MotionTemplate, generate_motion, load_motion_generator
+from joyvasa.motion.audio import pad_silence, plan_windows, split_windows
+from joyvasa.motion.audio_encoder import AudioEncoder, build_speech_model, default_encoder_config
 from joyvasa.motion.decode import TEMPLATE_KEYS
+from joyvasa.motion.denoiser import DenoiserConfig, DenoisingNetwork
+from joyvasa.motion.schedule import cosine_schedule
 
 
 def random_full_size_generator() -> MotionGenerator:

@@ -8,18 +8,16 @@ import torch
 
 from joyvasa.motion import (
     Constraint,
-    GuidedDenoiser,
     NoiseReplay,
-    channel_mask,
     encode_speech,
     generate_motion,
     normalize_motion,
-    sample_motion,
     sample_speech_motion,
 )
 from joyvasa.motion.constants import EXP, MOTION_DIM, ROLL, SCALE, WINDOW_SAMPLES
+from joyvasa.motion.constraint import channel_mask
 from joyvasa.motion.decode import MotionTemplate, denormalize
-from joyvasa.motion.sampler import replay_noise
+from joyvasa.motion.sampler import GuidedDenoiser, replay_noise, sample_motion
 from joyvasa.testing.tiny import TINY_DENOISER, TINY_STEPS, tiny_generator, tiny_template
 from tests.pack import PACK
 

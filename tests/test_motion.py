@@ -9,25 +9,20 @@ import pytest
 import soxr
 import torch
 
-from joyvasa.motion import (
-    DenoisingNetwork,
-    GuidedDenoiser,
-    NoiseReplay,
-    cosine_schedule,
-    decode_audio_file,
-    decode_motion,
-    generate_motion,
+from joyvasa.motion import NoiseReplay, decode_audio_file, generate_motion
+from joyvasa.motion.audio import (
+    frames_to_keep,
+    pad_for_encoder,
     pad_silence,
     plan_windows,
     prepare_audio,
-    sample_motion,
-    sample_window,
     split_windows,
 )
-from joyvasa.motion.audio import frames_to_keep, pad_for_encoder
 from joyvasa.motion.constants import SAMPLES_PER_FRAME, WINDOW_SAMPLES
-from joyvasa.motion.decode import denormalize, ema
-from joyvasa.motion.sampler import ddpm_step
+from joyvasa.motion.decode import decode_motion, denormalize, ema
+from joyvasa.motion.denoiser import DenoisingNetwork
+from joyvasa.motion.sampler import GuidedDenoiser, ddpm_step, sample_motion, sample_window
+from joyvasa.motion.schedule import cosine_schedule
 from joyvasa.renderer.keypoints import rotation_matrix
 from joyvasa.testing.tiny import TINY_DENOISER, TINY_STEPS, tiny_generator, tiny_template
 

@@ -15,10 +15,10 @@ import torch
 
 from joyvasa.checkpoint import TRAINING_ARGS_GLOBALS as CHECKPOINT_GLOBALS
 from joyvasa.checkpoint import CheckpointError, read_checkpoint
-from joyvasa.motion import find_encoder_config, generate_motion, load_motion_generator, read_motion_template
+from joyvasa.motion import generate_motion, load_motion_generator
 from joyvasa.motion.audio_encoder import default_encoder_config
 from joyvasa.motion.decode import TEMPLATE_KEYS
-from joyvasa.motion.loading import read_motion_checkpoint
+from joyvasa.motion.loading import find_encoder_config, read_motion_checkpoint, read_motion_template
 from joyvasa.testing.tiny import TINY_ENCODER, tiny_generator
 
 CHECKPOINT = "JoyVASA/motion_generator/motion_generator_hubert_chinese.pt"

@@ -10,9 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..motion import AudioEncoder, DenoiserConfig, DenoisingNetwork, MotionGenerator, MotionTemplate, cosine_schedule
-from ..motion.audio_encoder import build_speech_model, default_encoder_config
+from ..motion import MotionGenerator, MotionTemplate
+from ..motion.audio_encoder import AudioEncoder, build_speech_model, default_encoder_config
 from ..motion.decode import TEMPLATE_KEYS
+from ..motion.denoiser import DenoiserConfig, DenoisingNetwork
+from ..motion.schedule import cosine_schedule
 from ..renderer import LivePortraitRenderer
 from ..renderer.appearance_feature_extractor import AppearanceConfig, AppearanceFeatureExtractor
 from ..renderer.dense_motion import DenseMotionConfig

@@ -11,20 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from joyvasa.motion import (
-    GuidedDenoiser,
-    NoiseReplay,
-    decode_motion,
-    generate_motion,
-    load_motion_generator,
-    pad_silence,
-    plan_windows,
-    replay_noise,
-    sample_motion,
-    split_windows,
-)
-from joyvasa.motion.audio import pad_for_encoder
+from joyvasa.motion import NoiseReplay, generate_motion, load_motion_generator
+from joyvasa.motion.audio import pad_for_encoder, pad_silence, plan_windows, split_windows
 from joyvasa.motion.constants import SAMPLE_RATE
+from joyvasa.motion.decode import decode_motion
+from joyvasa.motion.sampler import GuidedDenoiser, replay_noise, sample_motion
 
 pytestmark = pytest.mark.parity
 
