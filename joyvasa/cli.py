@@ -77,6 +77,19 @@ def _read_motion(path: Path):
     return motion, info
 
 
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    """An (H, W, 3) uint8 RGB image as a PNG, written complete or not at all."""
+    import cv2
+
+    from .files import AtomicFile
+
+    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise InputError(f"could not encode {path}")
+    with AtomicFile(path) as tmp:
+        tmp.write_bytes(data.tobytes())
+
+
 def _precision(value: str) -> str:
     return PRECISION_ALIASES.get(value, value)
 
@@ -273,11 +286,9 @@ def cmd_animate(args: argparse.Namespace, models=None) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    import cv2
     import torch
 
     from .devices import resolve_device
-    from .files import AtomicFile
     from .renderer import (
         appearance_features,
         load_renderer,
@@ -308,22 +319,16 @@ def cmd_render(args: argparse.Namespace) -> int:
     x_d = stitch(renderer, src.x_s.expand(n, -1, -1), x_d)
     frames, _ = warp_decode(renderer, f_s, src.x_s, x_d)
     strip = np.concatenate(list(to_uint8(frames).cpu().numpy()), axis=1)
-    ok, data = cv2.imencode(".png", cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise InputError(f"could not encode {out}")
-    with AtomicFile(out) as tmp:
-        tmp.write_bytes(data.tobytes())
+    _write_png(out, strip)
     log.info("wrote %s (%d frames, yaw offsets %s degrees)", out, n, args.yaw)
     return 0
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
     """Plot a motion file (and optionally a second one, drawn faintly) with its audio and pauses, as a PNG."""
-    import cv2
 
     from .direct.preview import motion_preview
     from .direct.silence import find_silences
-    from .files import AtomicFile
     from .motion.audio import audio_delay
 
     motion, info = _read_motion(args.motion)
@@ -334,11 +339,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     silences = None if waveform is None else find_silences(waveform, rate, len(motion), delay_s=delay).numpy()
     image = motion_preview(motion, waveform=waveform, sample_rate=rate, audio_delay=delay, silences=silences,
                            width=args.width, before=before, title=args.motion.name)
-    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise InputError(f"could not encode {out}")
-    with AtomicFile(out) as tmp:
-        tmp.write_bytes(data.tobytes())
+    _write_png(out, image)
     log.info("wrote %s", out)
     return 0
 

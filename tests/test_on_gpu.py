@@ -277,3 +277,20 @@ def test_loaders_on_the_gpu(kit, standin_weights, monkeypatch):
         for handle in (renderer, motion_model, xpose.detector):
             with handle.use() as model:
                 assert all(is_pretend(p) for p in model.parameters())
+
+
+def test_control_nodes_on_a_device_motion(monkeypatch):
+    """Head, Gaze, Mouth and Fade nodes take a MOTION sampled on the device (Sample Motion keeps it there)."""
+    with on_pretend_gpu(monkeypatch) as device:
+        motion_model = runtime.ModelHandle(tiny_generator(), device)
+        (speech,) = nodes.motion.JoyVASAEncodeAudio().encode(motion_model, _audio())
+        (motion,) = nodes.motion.JoyVASASampleMotion().sample(motion_model, speech, 2.8, 0, 0.01, "legacy",
+                                                              "original")
+        assert is_pretend(motion.motion.exp)
+        (motion,) = nodes.direct.JoyVASAHeadMotion().direct(motion, 0.5, 0.5, 0.5, 1.0, 2.0, 3.0, "0.1s: yaw=10",
+                                                            1.1, 0.01, 0.0, 0.5)
+        (motion,) = nodes.direct_face.JoyVASAGaze().apply(motion, "direction", 5.0, -3.0, 1.0)
+        (motion,) = nodes.direct.JoyVASAMouth().direct(motion, 1.2, 1, True, -30.0, 0.25, 0.08, 0.08, True)
+        (motion,) = nodes.direct.JoyVASAFade().direct(motion, 0.1, 0.1)
+        exp = motion.motion.exp.cpu()
+    assert torch.isfinite(exp).all() and exp.shape[1:] == (21, 3)

@@ -79,10 +79,11 @@ class GazeOptions:
 def gaze_offsets(motion, options: GazeOptions, fps: float = 25.0) -> torch.Tensor:
     """(T, 2) pupil (x, y) expression offsets, the same for both pupils; zero at frame 0."""
     T = len(motion)
-    d_yaw = (motion.yaw[:, 0] - motion.yaw[:1, 0]).double()
-    d_pitch = (motion.pitch[:, 0] - motion.pitch[:1, 0]).double()
+    # on the CPU, in float64: a few hundred values, and MPS has no float64
+    d_yaw = (motion.yaw[:, 0] - motion.yaw[:1, 0]).cpu().double()
+    d_pitch = (motion.pitch[:, 0] - motion.pitch[:1, 0]).cpu().double()
     if options.target == "direction":
-        w = envelope(T, fps, ramp_in=options.shift_seconds).double().to(d_yaw.device)
+        w = envelope(T, fps, ramp_in=options.shift_seconds).double()
         eye_h = options.horizontal_deg * w + d_yaw  # eye-in-head rotation, towards the image's right
         eye_v = options.vertical_deg * w + d_pitch  # eye-in-head rotation, up
     else:  # camera
