@@ -54,7 +54,7 @@ def _float_wav_with_nan(path: Path, rate: int = 16000) -> Path:
 @pytest.fixture(scope="module")
 def scene(kit, standin_weights, tmp_path_factory):
     """Stand-in weights (renderer, motion generator, stand-in face detector) and valid inputs."""
-    from tests import onnx_standins
+    from joyvasa.testing import onnx_standins
 
     tmp = tmp_path_factory.mktemp("bad_inputs")
     image_hw = (360, 400)

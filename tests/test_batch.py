@@ -171,7 +171,7 @@ def _motion_file(path: Path, frames: int) -> Path:
 def scene(kit, standin_weights, tmp_path_factory):
     """Stand-in weights and face detector (test_cli's picture and face), a portrait, speech and motion files.
     One row samples motion from speech; the others render motion files (seconds instead of a minute each)."""
-    from tests import onnx_standins
+    from joyvasa.testing import onnx_standins
 
     tmp = tmp_path_factory.mktemp("batch")
     image_hw = (360, 400)

@@ -37,7 +37,7 @@ def _run(*args, env_root: Path | None = None):
 
 @pytest.fixture(scope="module")
 def scene(kit, standin_weights, tmp_path_factory):
-    from tests import onnx_standins
+    from joyvasa.testing import onnx_standins
 
     tmp = tmp_path_factory.mktemp("cli")
     image_hw = (360, 400)

@@ -75,7 +75,7 @@ def server(kit, standin_weights, tmp_path_factory):
     import cv2
 
     from joyvasa.weights import renderer_files
-    from tests import onnx_standins
+    from joyvasa.testing import onnx_standins
 
     e2e = tmp_path_factory.mktemp("comfy_e2e")
     root = standin_weights([*renderer_files("human").values(), *renderer_files("animal").values(),

@@ -21,8 +21,8 @@ from joyvasa.face.detect import (
 )
 from joyvasa.face.source import box_crop, crop_source, no_crop, resize_to_limit
 from joyvasa.weights import WeightsLocation, WeightsNotFoundError
-from tests import onnx_standins as standins
-from tests.onnx_standins import StandinFace
+from joyvasa.testing import onnx_standins as standins
+from joyvasa.testing.onnx_standins import StandinFace
 
 HW = (500, 600)  # a 600 x 500 (W x H) picture
 BIG = StandinFace((250.0, 150.0, 370.0, 270.0), 0.9)

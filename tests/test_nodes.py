@@ -165,7 +165,7 @@ def test_prepare_source_refuses_unknown_crop(renderer):
 @pytest.mark.slow
 def test_whole_pack_through_the_nodes(kit, standin_weights, tmp_path, monkeypatch):
     """Loaders (stand-in official files), face detection, crop, speech, motion, render and paste-back."""
-    from tests import onnx_standins
+    from joyvasa.testing import onnx_standins
 
     renderer_files = PACK.joyvasa.weights.renderer_files
 

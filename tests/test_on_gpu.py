@@ -94,7 +94,7 @@ def test_performance_controls_on_the_gpu(monkeypatch):
     from joyvasa.face.source import no_crop
     from joyvasa.motion import generate_motion
     from joyvasa.pipeline import portrait_image, prepare_source
-    from tests.onnx_standins import layout_203
+    from joyvasa.testing.onnx_standins import layout_203
 
     options = DirectOptions(head=HeadOptions(gain=(0.5, 0.5, 0.5), offset=(2, 5, 0), keyframes="1s: yaw=10"),
                             gaze=GazeOptions(target="camera"), blinks=BlinkOptions(mode="add", rate_per_minute=60),
@@ -181,7 +181,7 @@ def test_cli_animate_with_device_cuda(kit, standin_weights, tmp_path, monkeypatc
     """The README's command with --device cuda at full size (stand-in weights): face detection, motion,
     rendering, paste-back, mp4; and the same frames as on the CPU."""
     from joyvasa.cli import main
-    from tests import onnx_standins
+    from joyvasa.testing import onnx_standins
 
     image_hw = (360, 400)
     face = onnx_standins.StandinFace(box=(140.0, 90.0, 260.0, 230.0))
