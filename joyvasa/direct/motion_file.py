@@ -3,7 +3,8 @@
 `.safetensors` (the pack's own format; no pickle, nothing in it can run):
 - tensors, float32, T = frames: `exp` (T, 21, 3), `scale` (T, 1), `t` (T, 3), `pitch`, `yaw`, `roll` (T, 1)
   in degrees, `R` (T, 3, 3) (the row-vector form LivePortrait uses), and `raw` (T, 70), the sampler's
-  normalised output, when the motion has one;
+  normalised output, when the motion has one; optionally `eye_ratio` (T, 2) and `lip_ratio` (T, 1), the eye and
+  lip openness of each frame (motion read from a video), read back into info;
 - metadata (strings): `format` = "joyvasa-motion", `format_version`, `fps`, `frames`, `source`, `seed`,
   `joyvasa_version`, `torch_version`, plus any caller fields.
 Save -> load gives back every tensor bit for bit. Loading is strict: every tensor present, float32, of its
@@ -53,6 +54,8 @@ FIELD_SHAPES: Mapping[str, tuple[int, ...]] = {
     "exp": (NUM_KP, 3), "scale": (1,), "t": (3,), "pitch": (1,), "yaw": (1,), "roll": (1,), "R": (3, 3),
 }
 RAW_SHAPE = (MOTION_DIM,)
+# optional per-frame eye / lip openness (motion read from a video); a file without them reads as before
+RATIO_SHAPES: Mapping[str, tuple[int, ...]] = {"eye_ratio": (2,), "lip_ratio": (1,)}
 RESERVED_METADATA = ("format", "format_version", "fps", "frames", "joyvasa_version", "torch_version")
 
 
@@ -71,8 +74,12 @@ def _metadata_value(key: str, value) -> str:
 
 
 def save_motion(path: str | Path, motion: MotionSequence, *, fps: float = 25.0,
-                metadata: Mapping[str, object] | None = None) -> Path:
+                metadata: Mapping[str, object] | None = None, eye_ratio: Tensor | None = None,
+                lip_ratio: Tensor | None = None) -> Path:
     """Write `motion` as a `.safetensors` motion file, complete or not at all. Returns the path.
+
+    eye_ratio (T, 2) / lip_ratio (T, 1): optional eye and lip openness per frame, stored as tensors of those
+    names (left out when None, so the file is then exactly what it was before they existed).
 
     metadata: caller fields (strings or numbers; None values are left out), e.g. source, seed, cfg_scale;
     `source` and `seed` are always present ("" when not given). The format, fps, frame count and versions are
@@ -89,6 +96,8 @@ def save_motion(path: str | Path, motion: MotionSequence, *, fps: float = 25.0,
         raise ValueError(f"fps must be a positive number, got {fps}")
     tensors = _checked_tensors({name: getattr(motion, name) for name in ("raw", *FIELD_SHAPES)}, f"motion for {path}",
                                error=ValueError)
+    tensors.update(_checked_ratios({"eye_ratio": eye_ratio, "lip_ratio": lip_ratio}, len(motion),
+                                   f"motion for {path}", ValueError))
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
     meta = {"source": "", "seed": ""}
     for key, value in (metadata or {}).items():
@@ -132,11 +141,30 @@ def _checked_tensors(tensors: Mapping[str, Tensor | None], source: str, error=No
     return out
 
 
+def _checked_ratios(ratios: Mapping[str, Tensor | None], frames: int, source: str, error) -> dict[str, Tensor]:
+    """The optional eye / lip ratio tensors that are given: (frames, 2) / (frames, 1), float, finite."""
+    out = {}
+    for name, shape in RATIO_SHAPES.items():
+        value = ratios.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            raise error(f"{source}: {name} must be a float tensor, got {getattr(value, 'dtype', type(value))}")
+        if tuple(value.shape) != (frames, *shape):
+            raise error(f"{source}: {name} has shape {tuple(value.shape)}, expected ({frames}, "
+                        f"{', '.join(map(str, shape))}) (one row per frame)")
+        if not torch.isfinite(value).all():
+            raise error(f"{source}: {name} holds NaN or infinite values")
+        out[name] = value
+    return out
+
+
 def load_motion(path: str | Path) -> tuple[MotionSequence, dict]:
     """Read a `.safetensors` motion file (strictly) -> (MotionSequence on the CPU, info).
 
-    info: every metadata string, with `fps` as a float and `frames` as an int. Raises MotionFileError naming
-    the file and what is wrong."""
+    info: every metadata string, with `fps` as a float and `frames` as an int; `eye_ratio` (T, 2) and
+    `lip_ratio` (T, 1) tensors only when the file has them. Raises MotionFileError naming the file and what is
+    wrong."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -159,7 +187,7 @@ def load_motion(path: str | Path) -> tuple[MotionSequence, dict]:
     if not version.isdigit() or int(version) > FORMAT_VERSION:
         raise MotionFileError(f"{path} has motion-file format version {version!r}; this pack reads up to "
                               f"{FORMAT_VERSION}. Update the pack.")
-    unknown = sorted(names - {"raw", *FIELD_SHAPES})
+    unknown = sorted(names - {"raw", *FIELD_SHAPES, *RATIO_SHAPES})
     if unknown:
         raise MotionFileError(f"{path} holds unknown tensors {unknown}")
     for name, value in tensors.items():
@@ -167,6 +195,7 @@ def load_motion(path: str | Path) -> tuple[MotionSequence, dict]:
             raise MotionFileError(f"{path}: {name} is {value.dtype}, expected torch.float32")
     checked = _checked_tensors(tensors, str(path))
     frames = len(checked["exp"])
+    ratios = _checked_ratios(tensors, frames, str(path), MotionFileError)
     try:
         fps = float(meta.get("fps", ""))
     except ValueError:
@@ -176,7 +205,7 @@ def load_motion(path: str | Path) -> tuple[MotionSequence, dict]:
     if meta.get("frames") != str(frames):
         raise MotionFileError(f"{path}: metadata says {meta.get('frames')!r} frames, the tensors hold {frames}")
     motion = MotionSequence(checked.get("raw"), *(checked[name] for name in FIELD_SHAPES))
-    info = {**meta, "fps": fps, "frames": frames}
+    info = {**meta, "fps": fps, "frames": frames, **ratios}
     return motion, info
 
 
@@ -352,14 +381,16 @@ def read_motion_file(path: str | Path, template: MotionTemplate | None = None) -
 
 
 def write_motion_file(path: str | Path, motion: MotionSequence, *, fps: float = 25.0,
-                      metadata: Mapping[str, object] | None = None) -> Path:
-    """`.safetensors` -> save_motion (with metadata), `.pkl` -> export_template (metadata is not stored there)."""
+                      metadata: Mapping[str, object] | None = None, eye_ratio: Tensor | None = None,
+                      lip_ratio: Tensor | None = None) -> Path:
+    """`.safetensors` -> save_motion (with metadata), `.pkl` -> export_template (metadata is not stored there;
+    the eye / lip ratios become its c_eyes_lst / c_lip_lst)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        return save_motion(path, motion, fps=fps, metadata=metadata)
+        return save_motion(path, motion, fps=fps, metadata=metadata, eye_ratio=eye_ratio, lip_ratio=lip_ratio)
     if suffix == ".pkl":
-        return export_template(path, motion, fps=fps)
+        return export_template(path, motion, fps=fps, c_eyes=eye_ratio, c_lip=lip_ratio)
     raise ValueError(f"{path}: a motion file must end in .safetensors or .pkl")
 
 

@@ -190,26 +190,33 @@ class FaceDetector:
         found = (location or WeightsLocation()).find_all([DET_10G, LANDMARK_106, LANDMARK_203])
         return cls(found[DET_10G], found[LANDMARK_106], found[LANDMARK_203], **kwargs)
 
-    def detect(self, image_rgb: np.ndarray, det_thresh: float | None = None) -> list[Face]:
-        """All faces with score >= ``det_thresh`` (default: the detector's), largest box first; [] if none."""
+    def boxes(self, image_rgb: np.ndarray, det_thresh: float | None = None) -> list[tuple[np.ndarray, float]]:
+        """The detector's face boxes only, ``[(box (4,) float32 [x1, y1, x2, y2], score), ...]`` largest first,
+        without landmarks (cheap enough for every frame of a video)."""
+        image = check_image(image_rgb)
+        thresh = self.det_thresh if det_thresh is None else float(det_thresh)
+        # Set as an attribute rather than passed to detect(): insightface 0.7.3's detect() has no det_thresh.
+        self.det_model.det_thresh = thresh
+        found, _ = self.det_model.detect(np.ascontiguousarray(image[:, :, ::-1]),
+                                         input_size=(self.det_size, self.det_size), max_num=0)
+        # The original sorts by box area, largest first (Python's stable sort, so ties keep score order).
+        order = sorted(range(len(found)), reverse=True,
+                       key=lambda i: (found[i, 2] - found[i, 0]) * (found[i, 3] - found[i, 1]))
+        return [(found[i, :4].astype(np.float32), float(found[i, 4])) for i in order]
+
+    def face_in_box(self, image_rgb: np.ndarray, box: np.ndarray, score: float = 1.0) -> Face:
+        """The face in a detected box: its 106 landmarks (2d106det, given BGR as the original does) and 203."""
         from insightface.app.common import Face as InsightFace
 
         image = check_image(image_rgb)
-        thresh = self.det_thresh if det_thresh is None else float(det_thresh)
-        image_bgr = np.ascontiguousarray(image[:, :, ::-1])
-        # Set as an attribute rather than passed to detect(): insightface 0.7.3's detect() has no det_thresh.
-        self.det_model.det_thresh = thresh
-        boxes, _ = self.det_model.detect(image_bgr, input_size=(self.det_size, self.det_size), max_num=0)
-        # The original sorts by box area, largest first (Python's stable sort, so ties keep score order).
-        order = sorted(range(len(boxes)), reverse=True,
-                       key=lambda i: (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1]))
-        faces = []
-        for i in order:
-            box = boxes[i, :4].astype(np.float32)
-            lmk106 = self.landmark_106.get(image_bgr, InsightFace(bbox=box)).astype(np.float32)
-            faces.append(Face(box=box, score=float(boxes[i, 4]), landmarks_106=lmk106,
-                              landmarks_203=self.landmarks_203(image, lmk106)))
-        return faces
+        box = np.asarray(box, np.float32)
+        lmk106 = self.landmark_106.get(np.ascontiguousarray(image[:, :, ::-1]), InsightFace(bbox=box))
+        lmk106 = lmk106.astype(np.float32)
+        return Face(box=box, score=float(score), landmarks_106=lmk106, landmarks_203=self.landmarks_203(image, lmk106))
+
+    def detect(self, image_rgb: np.ndarray, det_thresh: float | None = None) -> list[Face]:
+        """All faces with score >= ``det_thresh`` (default: the detector's), largest box first; [] if none."""
+        return [self.face_in_box(image_rgb, box, score) for box, score in self.boxes(image_rgb, det_thresh)]
 
     def find(self, image_rgb: np.ndarray, face_index: int = 0, det_thresh: float | None = None) -> Face:
         """The ``face_index``-th largest face (0 = largest). Raises NoFaceError when there is none, and

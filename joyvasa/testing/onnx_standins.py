@@ -258,3 +258,81 @@ def warm_image(image_hw, faces=(), background=(150, 120, 100), skin=(220, 170, 1
         cv2.ellipse(image, (round(centre[0]), round(centre[1])), (round((x2 - x1) / 2), round((y2 - y1) / 2)),
                     0, 0, 360, skin, thickness=-1)
     return image
+
+
+# --------------------------------------------------------------------------- a landmark model that follows the face
+
+LANDMARK_203_SIZE = 224  # landmark.onnx input side
+SKIN = (220, 170, 140)  # warm_image's default skin colour
+SKIN_L1_TOLERANCE = 0.25  # |r - R| + |g - G| + |b - B| on the 0..1 scale; the background is 0.63 away
+
+
+def build_tracking_landmark_203(path, skin=SKIN, tolerance: float = SKIN_L1_TOLERANCE) -> Path:
+    """landmark.onnx stand-in that follows the face: same input and outputs as :func:`build_landmark_203`,
+    but the 203 points are the standard layout moved so that the face centre lands on the centroid of the
+    skin-coloured pixels of the 224 crop (pixels within ``tolerance``, L1 on the 0..1 scale, of ``skin``).
+
+    So seeding it with the previous frame's points (video tracking) follows a face that moves, as the real
+    model does; the size of the layout follows the crop, not the blob. With no skin pixel in the crop the
+    layout is not moved; the colour gate (0 unless red > blue) still applies to the output."""
+    centre, side = crop_224_of_106()
+    normalised = (layout_203() - centre) / side + 0.5  # (203, 2) in [0, 1] of the crop
+    face_centre = (np.zeros(2) - centre) / side + 0.5  # where the layout puts the box centre
+    size = LANDMARK_203_SIZE
+    f32 = np.float32
+    inits = [
+        numpy_helper.from_array(np.array(0, np.int64), "gate_idx0"),
+        numpy_helper.from_array(np.array(2, np.int64), "gate_idx2"),
+        numpy_helper.from_array((np.asarray(skin, f32) / 255).reshape(1, 3, 1, 1), "skin"),
+        numpy_helper.from_array(np.array(tolerance, f32), "tolerance"),
+        numpy_helper.from_array(np.array([1], np.int64), "channel_axis"),
+        numpy_helper.from_array(np.arange(size, dtype=f32).reshape(1, 1, 1, size), "xs"),
+        numpy_helper.from_array(np.arange(size, dtype=f32).reshape(1, 1, size, 1), "ys"),
+        numpy_helper.from_array(np.array(1.0, f32), "one"),
+        numpy_helper.from_array(np.array(size, f32), "crop_size"),
+        numpy_helper.from_array((face_centre * size).astype(f32), "face_centre_px"),
+        numpy_helper.from_array(normalised.astype(f32), "layout"),
+        numpy_helper.from_array(np.array([1, 406], np.int64), "out_shape"),
+        numpy_helper.from_array(np.zeros((1, 3), f32), "pose_value"),
+        numpy_helper.from_array(np.ones((1, 1), f32), "score_value"),
+    ]
+    node = helper.make_node
+    nodes = _gate_nodes("input") + [
+        node("Sub", ["input", "skin"], ["skin_diff"], name="track_diff"),
+        node("Abs", ["skin_diff"], ["skin_abs"], name="track_abs"),
+        node("ReduceSum", ["skin_abs", "channel_axis"], ["skin_dist"], name="track_dist", keepdims=1),
+        node("Less", ["skin_dist", "tolerance"], ["skin_bool"], name="track_less"),
+        node("Cast", ["skin_bool"], ["mask"], name="track_mask", to=TensorProto.FLOAT),  # (1, 1, 224, 224)
+        node("ReduceSum", ["mask"], ["mask_sum"], name="track_count", keepdims=0),
+        node("Mul", ["mask", "xs"], ["mask_x"], name="track_mx"),
+        node("Mul", ["mask", "ys"], ["mask_y"], name="track_my"),
+        node("ReduceSum", ["mask_x"], ["sum_x"], name="track_sx", keepdims=0),
+        node("ReduceSum", ["mask_y"], ["sum_y"], name="track_sy", keepdims=0),
+        node("Max", ["mask_sum", "one"], ["denominator"], name="track_den"),
+        node("Min", ["mask_sum", "one"], ["has_skin"], name="track_has"),
+        node("Div", ["sum_x", "denominator"], ["centroid_x"], name="track_cx"),
+        node("Div", ["sum_y", "denominator"], ["centroid_y"], name="track_cy"),
+        node("Unsqueeze", ["centroid_x", "zero_axis"], ["centroid_x1"], name="track_ux"),
+        node("Unsqueeze", ["centroid_y", "zero_axis"], ["centroid_y1"], name="track_uy"),
+        node("Concat", ["centroid_x1", "centroid_y1"], ["centroid"], name="track_centroid", axis=0),  # (2,)
+        node("Sub", ["centroid", "face_centre_px"], ["shift_px"], name="track_shift_px"),
+        node("Mul", ["shift_px", "has_skin"], ["shift_kept"], name="track_shift_kept"),
+        node("Div", ["shift_kept", "crop_size"], ["shift"], name="track_shift"),
+        node("Add", ["layout", "shift"], ["moved"], name="track_moved"),  # (203, 2)
+        node("Reshape", ["moved", "out_shape"], ["moved_flat"], name="track_flat"),
+        node("Mul", ["moved_flat", "gate"], ["landmarks"], name="standin_landmarks"),
+        node("Mul", ["pose_value", "gate"], ["pose"], name="standin_pose"),
+        node("Mul", ["score_value", "gate"], ["score"], name="standin_score"),
+    ]
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "zero_axis"))
+    outputs = [helper.make_tensor_value_info("pose", TensorProto.FLOAT, [1, 3]),
+               helper.make_tensor_value_info("score", TensorProto.FLOAT, [1, 1]),
+               helper.make_tensor_value_info("landmarks", TensorProto.FLOAT, [1, 406])]
+    graph = helper.make_graph(nodes, "standin_tracking",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])],
+                              outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    return _save(model, path)
+
