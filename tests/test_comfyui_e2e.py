@@ -35,6 +35,7 @@ PACK = "joyvasa-nodes"
 IMAGE_HW = (512, 512)  # the size of examples/astronaut.png, which the workflows load
 FACE_BOX = (176.0, 70.0, 276.0, 190.0)
 SPEECH_SECONDS = 0.1
+VIDEO_FRAMES, VIDEO_FPS = 25, 25  # the synthetic driving / dubbed video: 1 s, the face still at FACE_BOX
 
 
 def _free_port() -> int:
@@ -70,12 +71,24 @@ def _write_wav(path: Path, seconds: float, rate: int = 16000) -> None:
         f.writeframes(samples.tobytes())
 
 
+def _write_face_video(folder: Path, face) -> None:
+    """The video the video workflows load: the stand-in face where the stand-in detector reports it, with sound."""
+    import torch
+
+    from joyvasa.testing.videos import write_face_video
+    from tools.build_workflows import DRIVING_VIDEO
+
+    rate = 16000
+    sound = 0.2 * torch.sin(torch.arange(VIDEO_FRAMES * rate // VIDEO_FPS) * 0.05)[None]
+    write_face_video(folder / DRIVING_VIDEO, VIDEO_FRAMES, VIDEO_FPS, IMAGE_HW, lambda i: face.box, audio=(sound, rate))
+
+
 @pytest.fixture(scope="module")
 def server(kit, standin_weights, tmp_path_factory):
     import cv2
 
-    from joyvasa.weights import renderer_files
     from joyvasa.testing import onnx_standins
+    from joyvasa.weights import renderer_files
 
     e2e = tmp_path_factory.mktemp("comfy_e2e")
     root = standin_weights([*renderer_files("human").values(), *renderer_files("animal").values(),
@@ -91,6 +104,7 @@ def server(kit, standin_weights, tmp_path_factory):
                 cv2.cvtColor(onnx_standins.warm_image(IMAGE_HW, [face]), cv2.COLOR_RGB2BGR))
     shutil.copy(REPO / "examples" / "cat.png", e2e / "input" / "cat.png")
     _write_wav(e2e / "input" / "speech_en.wav", SPEECH_SECONDS)
+    _write_face_video(e2e / "input", face)
     folders = {"liveportrait": "liveportrait", "liveportrait_animals": "liveportrait_animals", "joyvasa": "JoyVASA",
                "insightface": "insightface"}
     yaml = "joyvasa_e2e:\n" + f"  custom_nodes: {e2e / 'custom_nodes'}\n" + "".join(
@@ -175,6 +189,7 @@ def test_workflow_runs(server, path):
         assert streams["video"].frames == (int(SPEECH_SECONDS * 16000) + 1920) // 640
         assert "audio" in streams
     _check_motion_previews(server, workflow, result)
+    _check_video_nodes(server, workflow, result)
     _check_saved_motions(server, workflow, frames=(int(SPEECH_SECONDS * 16000) + 1920) // 640)
 
 
@@ -192,6 +207,29 @@ def _check_motion_previews(server, workflow: dict, result: dict) -> None:
         plot = cv2.imdecode(np.frombuffer(_get_bytes(f"{server['url']}/view?{query}"), np.uint8), cv2.IMREAD_COLOR)
         assert plot is not None and plot.shape[1] == by_id[src]["widgets_values"][0], images[0]
         assert plot.std() > 10, "the motion preview is a blank picture"
+
+
+def _check_video_nodes(server, workflow: dict, result: dict) -> None:
+    """Dub Video kept the video's size and frame rate and its VIDEO output reached Save Video intact; Motion from
+    Video's crop preview was shown."""
+    import av
+
+    def frames_of(item: dict) -> tuple:
+        with av.open(str(server["dir"] / "output" / item["subfolder"] / item["filename"])) as container:
+            stream = container.streams.video[0]
+            return stream.frames, stream.average_rate, (stream.codec_context.height, stream.codec_context.width)
+
+    by_id = {n["id"]: n for n in workflow["nodes"]}
+    for _, src, _, dst, _, kind in workflow["links"]:
+        node, target = by_id[src], by_id[dst]
+        shown = result["outputs"].get(str(dst), {}).get("images", [])
+        if node["type"] == "JoyVASADubVideo" and kind == "VIDEO":
+            (own,) = result["outputs"][str(src)]["images"]
+            frames, rate, size = frames_of(own)
+            assert rate == VIDEO_FPS and size == IMAGE_HW, (own, rate, size)
+            assert target["type"] == "SaveVideo" and len(shown) == 1 and frames_of(shown[0]) == (frames, rate, size)
+        if node["type"] == "JoyVASAMotionFromVideo" and kind == "IMAGE" and target["type"] == "PreviewImage":
+            assert len(shown) == 4, f"the crop preview showed {shown}"
 
 
 def _check_saved_motions(server, workflow: dict, frames: int) -> None:

@@ -20,9 +20,9 @@ from joyvasa.face.detect import (
     insightface_providers,
 )
 from joyvasa.face.source import box_crop, crop_source, no_crop, resize_to_limit
-from joyvasa.weights import WeightsLocation, WeightsNotFoundError
 from joyvasa.testing import onnx_standins as standins
 from joyvasa.testing.onnx_standins import StandinFace
+from joyvasa.weights import WeightsLocation, WeightsNotFoundError
 
 HW = (500, 600)  # a 600 x 500 (W x H) picture
 BIG = StandinFace((250.0, 150.0, 370.0, 270.0), 0.9)
