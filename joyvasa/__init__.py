@@ -9,8 +9,12 @@ What a library user calls (imported on first use, so `import joyvasa` stays ligh
         for frames in clip.frames:
             writer.write(frames)
 
+    driven = joyvasa.motion_from_video(renderer, detector, "driver.mp4")              # a video's motion, 25 fps
+    joyvasa.dub_video(renderer, generator, detector, "talk.mp4", waveform, rate, "dubbed.mp4", joyvasa.DubOptions())
+
 Submodules: `pipeline` (the assembly path and its options), `renderer`, `motion`, `face`, `direct` (performance
-controls, motion files, preview), `batch`, `devices`, `weights`, `download`, `video`, `files`, `testing`.
+controls, motion files, preview), `batch`, `devices`, `weights`, `download`, `video` (writing), `video_reader`
+(reading), `files`, `testing`.
 """
 from __future__ import annotations
 
@@ -27,7 +31,8 @@ _API = {
     "DirectOptions": "direct.perform", "direct_motion": "direct.perform", "read_motion_file": "direct.motion_file",
     "write_motion_file": "direct.motion_file", "motion_preview": "direct.preview", "Mp4Writer": "video",
     "resolve_device": "devices", "resolve_dtype": "devices", "default_location": "weights",
-    "ensure_weights": "download",
+    "ensure_weights": "download", "motion_from_video": "pipeline.video_motion", "dub_video": "pipeline.dub",
+    "DubOptions": "pipeline.dub", "mix_motion": "direct.mix", "probe_video": "video_reader",
 }
 __all__ = sorted(_API)
 

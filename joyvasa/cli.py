@@ -510,8 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
     preview.set_defaults(func=cmd_preview)
 
     from .batch.command import add_batch_parser
+    from .dub_command import add_dub_parser
+    from .motion_command import add_motion_parser
 
     add_batch_parser(sub)
+    add_dub_parser(sub)
+    add_motion_parser(sub)
     return parser
 
 

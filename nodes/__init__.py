@@ -2,11 +2,13 @@
 from .direct import JoyVASAFade, JoyVASAHeadMotion, JoyVASAMouth
 from .direct_face import JoyVASABlinks, JoyVASAExpressionFromImage, JoyVASAGaze
 from .loaders import JoyVASALoadFaceDetector, JoyVASALoadMotionGenerator, JoyVASALoadRenderer
+from .mix import JoyVASAMixMotion
 from .motion import JoyVASAEncodeAudio, JoyVASASampleMotion
 from .motion_files import JoyVASALoadMotion, JoyVASASaveMotion
 from .preview import JoyVASAMotionPreview
 from .render import JoyVASAAnimate, JoyVASARender, JoyVASARenderToFile
 from .source import JoyVASAPrepareSource
+from .video import JoyVASADubVideo, JoyVASAMotionFromVideo
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {
     "JoyVASALoadRenderer": JoyVASALoadRenderer,
@@ -27,6 +29,9 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "JoyVASAExpressionFromImage": JoyVASAExpressionFromImage,
     "JoyVASAMouth": JoyVASAMouth,
     "JoyVASAFade": JoyVASAFade,
+    "JoyVASAMixMotion": JoyVASAMixMotion,
+    "JoyVASAMotionFromVideo": JoyVASAMotionFromVideo,
+    "JoyVASADubVideo": JoyVASADubVideo,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
@@ -48,4 +53,7 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "JoyVASAExpressionFromImage": "JoyVASA Expression from Image",
     "JoyVASAMouth": "JoyVASA Mouth (lips, silences)",
     "JoyVASAFade": "JoyVASA Fade In/Out",
+    "JoyVASAMixMotion": "JoyVASA Mix Motion",
+    "JoyVASAMotionFromVideo": "JoyVASA Motion from Video",
+    "JoyVASADubVideo": "JoyVASA Dub Video (mp4)",
 }

@@ -8,6 +8,7 @@ from . import runtime
 from .motion import JoyVASASampleMotion, audio_input
 from .source import JoyVASAPrepareSource, image_to_uint8
 from .types import CATEGORY, FACE_DETECTOR, MOTION, MOTION_MODEL, RENDERER, SOURCE, MotionClip
+from .video import VIDEO, file_video
 
 DRIVING_INPUTS = {
     "relative_motion": ("BOOLEAN", {"default": True, "tooltip": "Start from the source's own expression and "
@@ -121,9 +122,10 @@ class JoyVASARenderToFile:
     CATEGORY = CATEGORY
     FUNCTION = "render"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("path",)
-    OUTPUT_TOOLTIPS = ("Path of the written mp4.",)
+    RETURN_TYPES = ("STRING", VIDEO)  # VIDEO after STRING: saved workflows keep their links
+    RETURN_NAMES = ("path", "video")
+    OUTPUT_TOOLTIPS = ("Path of the written mp4.", "The written mp4 as a VIDEO (for Save Video, Get Video Components "
+                                                   "or another video node); empty on ComfyUI without video support.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -165,7 +167,7 @@ class JoyVASARenderToFile:
                 runtime.throw_if_interrupted()
         folder, name = runtime.output_folder_and_name(path)
         return {"ui": {"images": [{"filename": name, "subfolder": folder, "type": "output"}], "animated": (True,)},
-                "result": (str(path),)}
+                "result": (str(path), file_video(path))}
 
 
 class JoyVASAAnimate:

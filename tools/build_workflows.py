@@ -40,7 +40,8 @@ class Graph:
             if spec == "control":
                 values.append("fixed")
             elif spec == "ui":
-                values.append("image" if name == "upload" and node_type == "LoadImage" else None)
+                # the frontend saves "image" for the upload button of Load Image and Load Video alike
+                values.append("image" if name == "upload" and node_type in ("LoadImage", "LoadVideo") else None)
             elif name in widgets:
                 values.append(widgets[name])
             else:
@@ -230,6 +231,88 @@ def directed_performance() -> None:
            offset=(40, 110))
 
 
+DRIVING_VIDEO = "talking_face.mp4"  # the video the video workflows load from ComfyUI's input folder
+DUB_NOTE = (
+    "Dub a video: the face in every frame of the loaded video is re-rendered so its lips follow the new speech; "
+    "everything else in the frame stays as it was.\n"
+    "- regions: lips (default), expression (also eyes and brows), all (also the head).\n"
+    "- audio_longer: what the video does when the speech lasts longer (pingpong = forward then backward, no "
+    "jump cut). video_longer: trim it to the speech, or keep the rest with its own sound.\n"
+    "The mp4 streams straight into output/video/ (memory stays flat however long the video); its VIDEO output "
+    "feeds any core video node: here Save Video keeps a copy with this workflow embedded (drop it onto ComfyUI "
+    "to reopen the workflow; remove Save Video if the Dub Video file is enough). Connect a MOTION (e.g. Sample "
+    "Motion + the motion controls) to use it instead of sampling one.")
+VIDEO_DRIVEN_NOTE = (
+    "Video-driven portrait: the head movement comes from a driving video, the lips and the expression from the "
+    "speech.\n"
+    "- Motion from Video tracks the face of the video and reads its motion (25 fps); its crop preview shows "
+    "what it reads.\n"
+    "- Mix Motion keeps the speech motion (base: its audio, length and lips) and takes the head from the video "
+    "(head_weight 1 = the video's head movement, 0.5 = halfway). Connect the video's motion to lips or face as "
+    "well to copy its mouth or expression.\n"
+    "A shorter video is looped (fit) to the speech's length.")
+
+
+def dub_a_video() -> None:
+    g = Graph()
+    video = g.node("LoadVideo", (0, 0), {"file": DRIVING_VIDEO}, size=(300, 320))
+    audio = g.node("LoadAudio", (0, 360), {"audio": "speech_en.wav"}, size=(300, 140))
+    renderer = g.node("JoyVASALoadRenderer", (340, 0), {"species": "human"})
+    motion_model = g.node("JoyVASALoadMotionGenerator", (340, 220))
+    detector = g.node("JoyVASALoadFaceDetector", (340, 360))
+    dub = g.node("JoyVASADubVideo", (700, 0), size=(360, 520))
+    g.link(renderer, "renderer", dub, "renderer")
+    g.link(motion_model, "motion_model", dub, "motion_model")
+    g.link(detector, "face_detector", dub, "face_detector")
+    g.link(video, "VIDEO", dub, "video")
+    g.link(audio, "AUDIO", dub, "audio")
+    save = g.node("SaveVideo", (1100, 0), {"filename_prefix": "video/JoyVASA_dub_workflow", "format": "mp4",
+                                           "codec": "h264"}, size=(300, 300))
+    g.link(dub, "video", save, "video")
+    g.note((0, 560), DUB_NOTE, size=(660, 240))
+    g.save("joyvasa_dub_a_video", "Dub a video (human)",
+           "New speech on the face of a video: the lips of every frame follow the speech, the rest of the video is "
+           "kept; written as mp4 straight into the output folder.")
+
+
+def video_driven_portrait() -> None:
+    g = Graph()
+    image = g.node("LoadImage", (0, 0), {"image": "astronaut.png"}, size=(300, 320))
+    video = g.node("LoadVideo", (0, 360), {"file": DRIVING_VIDEO}, size=(300, 320))
+    audio = g.node("LoadAudio", (0, 720), {"audio": "speech_en.wav"}, size=(300, 140))
+    renderer = g.node("JoyVASALoadRenderer", (340, 0), {"species": "human"})
+    motion_model = g.node("JoyVASALoadMotionGenerator", (340, 220))
+    detector = g.node("JoyVASALoadFaceDetector", (340, 360))
+    prepare = g.node("JoyVASAPrepareSource", (700, 0), {"crop": "auto"}, size=(340, 380))
+    g.link(renderer, "renderer", prepare, "renderer")
+    g.link(image, "IMAGE", prepare, "image")
+    g.link(detector, "face_detector", prepare, "face_detector")
+    from_video = g.node("JoyVASAMotionFromVideo", (700, 440), {"crop": "auto"}, size=(340, 300))
+    g.link(renderer, "renderer", from_video, "renderer")
+    g.link(detector, "face_detector", from_video, "face_detector")
+    g.link(video, "VIDEO", from_video, "video")
+    encode = g.node("JoyVASAEncodeAudio", (700, 800), size=(300, 80))
+    g.link(motion_model, "motion_model", encode, "motion_model")
+    g.link(audio, "AUDIO", encode, "audio")
+    sample = g.node("JoyVASASampleMotion", (700, 920), size=(320, 260))
+    g.link(motion_model, "motion_model", sample, "motion_model")
+    g.link(encode, "speech", sample, "speech")
+    mix = g.node("JoyVASAMixMotion", (1100, 440), {"head_weight": 1.0, "fit": "loop"}, size=(320, 260))
+    g.link(sample, "motion", mix, "base")
+    g.link(from_video, "motion", mix, "head")
+    crops = g.node("PreviewImage", (1100, 760), size=(320, 240))
+    g.link(from_video, "crop_preview", crops, "images")
+    render = g.node("JoyVASARender", (1480, 0), size=(340, 360))
+    g.link(renderer, "renderer", render, "renderer")
+    g.link(prepare, "source", render, "source")
+    g.link(mix, "motion", render, "motion")
+    video_out(g, render, 1860)
+    g.note((1480, 440), VIDEO_DRIVEN_NOTE, size=(420, 300))
+    g.save("joyvasa_video_driven_portrait", "Video-driven portrait (human)",
+           "A portrait that speaks the audio with the head movement of a driving video: Motion from Video for the "
+           "head, Sample Motion for lips and expression, combined by Mix Motion.")
+
+
 def thumbnail(name: str, title: str, picture: str) -> None:
     image = cv2.imread(str(ROOT / "examples" / picture))
     h, w = image.shape[:2]
@@ -250,10 +333,14 @@ def main() -> None:
     every_stage("human")
     every_stage("animal")
     directed_performance()
+    dub_a_video()
+    video_driven_portrait()
     thumbnail("joyvasa_human_talking_portrait", "Talking portrait human", "astronaut.png")
     thumbnail("joyvasa_every_stage", "Every stage own node", "astronaut.png")
     thumbnail("joyvasa_animal_talking_portrait", "Talking portrait animal", "cat.png")
     thumbnail("joyvasa_directed_performance", "Directed head eyes mouth", "astronaut.png")
+    thumbnail("joyvasa_dub_a_video", "Dub a video new speech", "astronaut.png")
+    thumbnail("joyvasa_video_driven_portrait", "Head from a video", "astronaut.png")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ CORE_NODES = {
                             outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")]),
     "LoadAudio": NodeSchema(widgets=[("audio", "combo-file"), ("audioUI", "ui"), ("upload", "ui")],
                             outputs=[("AUDIO", "AUDIO")]),
+    "LoadVideo": NodeSchema(widgets=[("file", "combo-file"), ("upload", "ui")], outputs=[("VIDEO", "VIDEO")]),
     "PreviewImage": NodeSchema(inputs={"images": "IMAGE"}),
     "CreateVideo": NodeSchema(inputs={"images": "IMAGE", "audio": "AUDIO"}, optional={"audio"},
                               widgets=[("fps", ("FLOAT", {"min": 1.0, "max": 120.0}))], outputs=[("VIDEO", "VIDEO")]),
@@ -183,10 +184,10 @@ def schemas_from_object_info(info: dict) -> dict[str, NodeSchema]:
                     if kind == "COMBO":
                         kind = options.get("options", [])
                     schema.widgets.append((name, "combo-file" if options.get("image_upload") or options.get(
-                        "audio_upload") else (kind, options)))
+                        "audio_upload") or options.get("video_upload") else (kind, options)))
                     if has_control_widget(name, kind, options):
                         schema.widgets.append((f"{name}__control", "control"))
-                    if options.get("image_upload"):
+                    if options.get("image_upload") or options.get("video_upload"):
                         schema.widgets.append(("upload", "ui"))
                     if options.get("audio_upload"):
                         schema.widgets += [("audioUI", "ui"), ("upload", "ui")]

@@ -15,4 +15,7 @@ Order in which the controls compose (the CLI and the Direct Motion node apply th
 6. fade (ease in from the source's still face and back out).
 Controls that need the renderer's retargeting MLPs or the source's landmarks (gaze, blinks, emotion, silence
 closing) take them as arguments; for animal sources they explain why they do not apply.
+
+Mixing (`mix.mix_motion`): one motion built from several, e.g. the head from a driving video's motion and the lips
+and face from speech, each part with a weight (weight 0 = the base's, bit for bit).
 """
