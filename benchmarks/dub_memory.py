@@ -1,6 +1,7 @@
 """Peak memory and speed of dubbing a video, in a fresh process per video length.
 
     .venv/bin/python -m benchmarks.dub_memory --seconds 10 60 [--fps 25]
+    .venv/bin/python -m benchmarks.dub_memory --seconds 1 --renderer full    # s/frame at the official size
 
 Each case: a synthetic 640x360 video (25 fps unless --fps says otherwise) with sound and a moving stand-in face,
 written beforehand outside the measured process, dubbed by `dub_video` with a motion of the video's length given
@@ -8,8 +9,9 @@ written beforehand outside the measured process, dubbed by `dub_video` with a mo
 track: tracking with the stand-in face models, a crop per frame, appearance and keypoints per frame, warp +
 decode, paste-back, H.264 + AAC written as the frames come. The renderer is a small configuration of the same
 networks (what could grow with the video is the same; full size would take an hour of CPU per minute of video
-here). Prints the process's peak RSS, the tracking and total time, and s/frame beside `animate_portrait` (one
-portrait, same renderer and motion) on the same machine.
+here); `--renderer full` loads stand-in weights of the official sizes instead (for s/frame). Prints the
+process's peak RSS, the tracking and total time, and s/frame beside `animate_portrait` (one portrait, same
+renderer and motion) on the same machine.
 """
 from __future__ import annotations
 
@@ -54,15 +56,31 @@ def _speech(seconds: float):
     return 0.2 * torch.sin(torch.arange(int(seconds * 16000)) * 0.07)[None]
 
 
-def _one_case(seconds: float, folder: Path) -> dict:
+def _renderer(kind: str, folder: Path):
+    """The tiny renderer, or the official-size one from stand-in weights written into `folder` (once)."""
+    from joyvasa.testing.tiny import tiny_renderer
+
+    if kind == "tiny":
+        return tiny_renderer()
+    from joyvasa.renderer import load_renderer
+    from joyvasa.testing import standin
+    from joyvasa.weights import WeightsLocation
+
+    root = folder / "renderer"
+    if not root.is_dir():
+        standin.write_liveportrait(standin.kit_dir(), root, "human")
+    return load_renderer("human", location=WeightsLocation(explicit_dir=root))
+
+
+def _one_case(seconds: float, folder: Path, renderer: str = "tiny") -> dict:
     """Dub the prepared video of `seconds` in this process: its peak RSS and timings."""
     import torch
 
     from joyvasa.face.detect import DET_10G, LANDMARK_106, LANDMARK_203, FaceDetector
     from joyvasa.pipeline.dub import DubOptions, dub_video
-    from joyvasa.testing.tiny import tiny_renderer
 
     torch.manual_seed(0)
+    model = _renderer(renderer, folder)
     root = folder / "weights"
     detector = FaceDetector(root / DET_10G, root / LANDMARK_106, root / LANDMARK_203)
     video = folder / f"video_{seconds:g}.mp4"
@@ -72,7 +90,7 @@ def _one_case(seconds: float, folder: Path) -> dict:
     def track_progress(done: int) -> None:
         tracked[0] = time.perf_counter() - start
 
-    result = dub_video(tiny_renderer(), None, detector, video, _speech(seconds), 16000, folder / "dubbed.mp4",
+    result = dub_video(model, None, detector, video, _speech(seconds), 16000, folder / "dubbed.mp4",
                        DubOptions(), motion=_motion(round(seconds * 25)), track_callback=track_progress)
     wall = time.perf_counter() - start
     return {"seconds": seconds, "frames": result.frames, "track": tracked[0], "wall": wall,
@@ -80,21 +98,21 @@ def _one_case(seconds: float, folder: Path) -> dict:
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def _animate_case(folder: Path) -> dict:
+def _animate_case(folder: Path, renderer: str = "tiny") -> dict:
     """animate_portrait on the first frame of the video, with the same renderer and motion: s/frame."""
     import numpy as np
     import torch
 
     from joyvasa.pipeline import CropOptions, PortraitOptions, animate_portrait
-    from joyvasa.testing.tiny import tiny_renderer
     from joyvasa.testing.videos import face_frame
 
     torch.manual_seed(0)
+    model = _renderer(renderer, folder)
     image = face_frame(SIZE_HW, face_box(0))
     motion = _motion(round(ANIMATE_SECONDS * 25))
     options = PortraitOptions(crop=CropOptions(mode="box", box=face_box(0)))
     start = time.perf_counter()
-    clip = animate_portrait(tiny_renderer(), None, image, _speech(ANIMATE_SECONDS), 16000, options, motion=motion)
+    clip = animate_portrait(model, None, image, _speech(ANIMATE_SECONDS), 16000, options, motion=motion)
     frames = sum(len(np.asarray(batch)) for batch in clip.frames)
     return {"frames": frames, "per_frame": (time.perf_counter() - start) / frames}
 
@@ -115,13 +133,14 @@ def _child(args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(seconds_list, fps: float = FPS) -> tuple[list[dict], dict]:
+def measure(seconds_list, fps: float = FPS, renderer: str = "tiny") -> tuple[list[dict], dict]:
     """Run each video length in its own process (peak RSS is per process), then the animate comparison."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         _prepare(folder, seconds_list, fps)
-        rows = [_child(["--child", str(s), "--folder", tmp]) for s in seconds_list]
-        animate = _child(["--animate", "--folder", tmp])
+        kind = ["--renderer", renderer]
+        rows = [_child(["--child", str(s), "--folder", tmp, *kind]) for s in seconds_list]
+        animate = _child(["--animate", "--folder", tmp, *kind])
     return rows, animate
 
 
@@ -144,18 +163,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, nargs="+", default=[10.0, 60.0])
     parser.add_argument("--fps", type=float, default=FPS, help="frame rate of the synthetic videos")
+    parser.add_argument("--renderer", choices=("tiny", "full"), default="tiny",
+                        help="tiny: a small configuration (memory); full: official sizes, stand-in weights (speed)")
     parser.add_argument("--child", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--animate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        print(json.dumps(_one_case(args.child, args.folder)))
+        print(json.dumps(_one_case(args.child, args.folder, args.renderer)))
         return 0
     if args.animate:
-        print(json.dumps(_animate_case(args.folder)))
+        print(json.dumps(_animate_case(args.folder, args.renderer)))
         return 0
-    print(f"{SIZE_HW[1]}x{SIZE_HW[0]} video at {args.fps:g} fps, tiny renderer, motion given\n")
-    print_table(*measure(args.seconds, args.fps))
+    print(f"{SIZE_HW[1]}x{SIZE_HW[0]} video at {args.fps:g} fps, {args.renderer} renderer, motion given\n")
+    print_table(*measure(args.seconds, args.fps, args.renderer))
     return 0
 
 

@@ -68,6 +68,15 @@ def _dub_options(args: argparse.Namespace):
         raise InputError(str(err)) from None
 
 
+def dub_files(sample_motion: bool = True) -> list[str]:
+    """Official relative paths of every weight file `dub` needs (the motion generator's only when it samples)."""
+    from .pipeline import detector_files
+    from .weights import motion_files, renderer_files
+
+    files = [*renderer_files("human").values(), *detector_files("human")]
+    return files + motion_files() if sample_motion else files
+
+
 def _probe(path: Path):
     from .cli import InputError
     from .video_reader import probe_video
@@ -83,10 +92,10 @@ def cmd_dub(args: argparse.Namespace, models=None) -> int:
     from .cli import InputError, _output, _read_audio, _read_motion, _weights
     from .devices import resolve_device, resolve_dtype
     from .motion import load_motion_generator
-    from .pipeline import detector_files, load_detector
+    from .pipeline import load_detector
     from .pipeline.dub import dub_video
     from .renderer import load_renderer
-    from .weights import MOTION_CHECKPOINT, MOTION_TEMPLATE, motion_files, renderer_files
+    from .weights import MOTION_CHECKPOINT, MOTION_TEMPLATE
 
     # everything that can be checked without a model, first
     options = _dub_options(args)
@@ -99,10 +108,8 @@ def cmd_dub(args: argparse.Namespace, models=None) -> int:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.precision, device)
 
-    needed = [*renderer_files("human").values(), *detector_files("human")]
-    if motion is None:
-        needed += motion_files()
-    location, paths = _weights(needed, args)
+    location, paths = _weights(dub_files(sample_motion=motion is None), args)
+    # the keys are cmd_animate's for the same models, so a batch worker loads each once for both kinds of row
     models = models or (lambda key, load: load())
     detector = models(("detector", "human", str(device), args.det_thresh, str(location)),
                       lambda: load_detector("human", paths, device, args.det_thresh))

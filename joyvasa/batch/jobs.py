@@ -1,11 +1,15 @@
 """Jobs files: one clip per row (CSV or JSON Lines), each row checked up front with the CLI's own parser.
 
-A row's columns are `animate`'s options, spelled as their long names with dashes or underscores (`image`,
-`audio`, `out`, `cfg_scale`, `seed`, `crop`, `box`, `precision`, `head-gain`, ...). Each row is turned into an
-`animate` command line and parsed by the CLI's parser, so every CLI option works per row and is defined once.
-Values: several numbers as a JSON list or separated by spaces or commas ("140 90 260 230"); on/off options as
-true/false (also yes/no, 1/0, on/off); an empty CSV cell or a JSON null leaves the CLI's default. Relative input
-paths resolve against the jobs file's folder; `out` (and `save-motion`) are names inside the output folder.
+A row with an `image` is an `animate` job: its columns are `animate`'s options, spelled as their long names with
+dashes or underscores (`image`, `audio`, `out`, `cfg_scale`, `seed`, `crop`, `box`, `precision`, `head-gain`,
+...). A row with a `video` (and no image) is a `dub` job: its columns are `dub`'s options (`video`, `audio`,
+`motion`, `out`, `regions`, `audio-longer`, `video-longer`, `crop-scale`, `seed`, ...). A file may mix both; a
+row with both an image and a video, or neither, fails alone. Each row is turned into that command's command line
+and parsed by the CLI's parser, so every CLI option works per row and is defined once. Values: several numbers as
+a JSON list or separated by spaces or commas ("140 90 260 230"); on/off options as true/false (also yes/no, 1/0,
+on/off); an empty CSV cell or a JSON null leaves the CLI's default. Relative input paths (`image`, `video`,
+`audio`, `motion`, ...) resolve against the jobs file's folder; `out` (and `save-motion`) are names inside the
+output folder.
 """
 from __future__ import annotations
 
@@ -19,6 +23,14 @@ from pathlib import Path
 # paths read by a job (resolved against the jobs file's folder) and written by it (inside the output folder)
 INPUT_PATHS = ("image", "audio", "motion", "head_track", "expression_image")
 OUTPUT_PATHS = ("out", "save_motion")
+DUB_INPUT_PATHS = ("video", "audio", "motion")
+DUB_OUTPUT_PATHS = ("out",)
+# the CLI commands a row can be, each with the columns that are files it reads and writes; the column that
+# names a row's source (image or video) says which command it is
+COMMANDS = ("animate", "dub")
+INPUTS = {"animate": INPUT_PATHS, "dub": DUB_INPUT_PATHS}
+OUTPUTS = {"animate": OUTPUT_PATHS, "dub": DUB_OUTPUT_PATHS}
+SOURCE_COLUMNS = {"image": "animate", "video": "dub"}
 # set once for the whole batch, on the batch command
 BATCH_ONLY = ("weights_dir", "download")
 # options that do not change the frames or the sound (left out of the job hash)
@@ -33,7 +45,8 @@ class JobError(ValueError):
 
 @dataclass
 class Job:
-    """One row: `argv` for `animate` (inputs resolved, `--out` inside the output folder), or the error that stops it.
+    """One row: `argv` for its `command` (inputs resolved, `--out` inside the output folder), or the error that
+    stops it.
 
     `hash` identifies the result: the inputs' contents, every option that changes the output, the package version.
     """
@@ -45,6 +58,7 @@ class Job:
     hash: str = ""
     seed: int | None = None
     error: str | None = None
+    command: str = "animate"  # the CLI command that runs it: animate (an image row) or dub (a video row)
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -80,10 +94,15 @@ class _ParseError(Exception):
 
 def animate_parser() -> argparse.ArgumentParser:
     """The CLI's `animate` parser, raising instead of exiting on a bad value."""
+    return command_parser("animate")
+
+
+def command_parser(command: str) -> argparse.ArgumentParser:
+    """The CLI's parser of `command` (animate or dub), raising instead of exiting on a bad value."""
     from ..cli import build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    parser = sub.choices["animate"]
+    parser = sub.choices[command]
 
     def error(message):
         raise _ParseError(message)
@@ -134,13 +153,17 @@ def _values(column: str, value, count) -> list[str]:
     return items
 
 
-def row_arguments(row: dict, actions: dict[str, argparse.Action], jobs_dir: Path, out_dir: Path) -> list[str]:
-    """The `animate` arguments of one row, with input paths resolved and outputs inside `out_dir`."""
+def row_arguments(row: dict, actions: dict[str, argparse.Action], jobs_dir: Path, out_dir: Path,
+                  command: str = "animate") -> list[str]:
+    """The `command` arguments of one row (`actions` from its parser), with input paths resolved and outputs
+    inside `out_dir`."""
+    inputs, outputs = INPUTS[command], OUTPUTS[command]
     argv: list[str] = []
     for column, value in row.items():
         action = actions.get(column)
         if action is None:
-            raise JobError(f"unknown column {column!r}: use the option names of `python -m joyvasa animate`")
+            raise JobError(f"unknown column {column!r}: use the option names of `python -m joyvasa {command}` (a row "
+                           "with an image is an animate job, a row with a video a dub job)")
         if action.dest in BATCH_ONLY:
             raise JobError(f"{column} is set for the whole batch: give it to `python -m joyvasa batch`")
         flag = next(s for s in action.option_strings if s.startswith("--"))
@@ -149,9 +172,9 @@ def row_arguments(row: dict, actions: dict[str, argparse.Action], jobs_dir: Path
         elif action.nargs == 0:  # store_true
             if _as_bool(column, value):
                 argv.append(flag)
-        elif action.dest in INPUT_PATHS:
+        elif action.dest in inputs:
             argv += [flag, str(jobs_dir / Path(str(value)).expanduser())]
-        elif action.dest in OUTPUT_PATHS:
+        elif action.dest in outputs:
             argv += [flag, str(_inside(out_dir, str(value), column))]
         elif action.nargs is not None:
             argv += [flag, *_values(column, value, action.nargs)]
@@ -180,28 +203,33 @@ def file_digest(path: Path, cache: dict) -> str:
     return cache[key]
 
 
-def job_hash(args: argparse.Namespace, digests: dict) -> str:
-    """The identity of a job's result: every option that changes it, the inputs' contents, the version."""
+def job_hash(args: argparse.Namespace, digests: dict, command: str = "animate") -> str:
+    """The identity of a job's result: every option that changes it, the inputs' contents, the version (and the
+    command, for any but animate: an animate row's hash is what it was before rows could be other commands)."""
     from .. import __version__
 
     options = {}
     for name, value in sorted(vars(args).items()):
         if name in NOT_HASHED:
             continue
-        if name in INPUT_PATHS and value is not None:
+        if name in INPUTS[command] and value is not None:
             value = {"sha256": file_digest(Path(value), digests)}
         elif isinstance(value, Path):
             value = str(value)
         elif isinstance(value, tuple):
             value = list(value)
         options[name] = value
-    text = json.dumps({"joyvasa": __version__, "hash_version": HASH_VERSION, "options": options}, sort_keys=True,
-                      default=str)
+    identity = {"joyvasa": __version__, "hash_version": HASH_VERSION, "options": options}
+    if command != "animate":
+        identity["command"] = command
+    text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def check_args(args: argparse.Namespace) -> None:
-    """What `animate` checks before loading a model and that costs no decoding: the option dataclasses, files."""
+def check_args(args: argparse.Namespace, command: str = "animate") -> None:
+    """What `command` checks before loading a model and that costs no decoding: the option dataclasses, files."""
+    if command == "dub":
+        return _check_dub_args(args)
     from ..cli import InputError, _direct_options, _portrait_options
 
     if args.audio is None and args.motion is None:
@@ -219,14 +247,61 @@ def check_args(args: argparse.Namespace) -> None:
         raise JobError(str(err)) from None
 
 
+def _check_dub_args(args: argparse.Namespace) -> None:
+    from ..cli import InputError
+    from ..dub_command import _dub_options
+
+    if args.audio is None and args.motion is None:
+        raise JobError("give an audio (or a motion file) per dub row: the new speech")
+    for name in DUB_INPUT_PATHS:
+        path = getattr(args, name)
+        if path is not None and not Path(path).is_file():
+            raise JobError(f"{name} file not found: {path}")
+    try:
+        _dub_options(args)
+    except InputError as err:
+        raise JobError(str(err)) from None
+
+
+def row_command(row: dict) -> str:
+    """The command of a row, from the column naming its source: animate (image) or dub (video)."""
+    given = [column for column in SOURCE_COLUMNS if column in row]
+    if len(given) > 1:
+        raise JobError("both image and video: a row animates an image (animate) or dubs a video (dub); "
+                       "leave out one of the two columns, or split the row in two")
+    if not given:
+        raise JobError("no image or video: every row needs an image column (animate a portrait) or a video "
+                       "column (dub a video)")
+    return SOURCE_COLUMNS[given[0]]
+
+
+def weight_files(job: Job) -> list[str]:
+    """Official relative paths of every weight file a checked job needs (fetched once for a whole batch)."""
+    args = parse_job(job)
+    if job.command == "dub":
+        from ..dub_command import dub_files
+
+        return dub_files(sample_motion=args.motion is None)
+    from ..cli import _direct_options
+    from ..pipeline import portrait_files
+    from ..weights import MOTION_CHECKPOINT, MOTION_TEMPLATE
+
+    landmarks = _direct_options(args).blinks.inserts  # blinks read the eyes' landmarks: the detector, any crop
+    files = portrait_files(args.species, args.animal_version, "auto" if landmarks else args.crop)
+    if args.motion is not None:
+        files = [f for f in files if f not in (MOTION_CHECKPOINT, MOTION_TEMPLATE)]
+    return files
+
+
 def load_jobs(path: Path, out_dir: Path, defaults: list[str] = ()) -> list[Job]:
     """Every row of the jobs file as a Job: parsed, checked and hashed, or carrying the error that stops it.
 
-    `defaults`: `animate` arguments put before each row's own (the batch command's --weights-dir, --device)."""
+    `defaults`: arguments put before each row's own (the batch command's --weights-dir, --device), options of
+    every command."""
     path, out_dir = Path(path), Path(out_dir)
     rows = read_rows(path)
-    parser = animate_parser()
-    actions = _option_actions(parser)
+    parsers = {command: command_parser(command) for command in COMMANDS}
+    actions = {command: _option_actions(parser) for command, parser in parsers.items()}
     jobs_dir = path.resolve().parent
     digests: dict = {}
     jobs: list[Job] = []
@@ -237,13 +312,12 @@ def load_jobs(path: Path, out_dir: Path, defaults: list[str] = ()) -> list[Job]:
         try:
             if "__error__" in row:
                 raise JobError(row["__error__"])
-            if "image" not in row:
-                raise JobError("no image: every row needs an image column")
+            job.command = command = row_command(row)
             if "out" not in row:
                 raise JobError("no out: every row needs an output name (e.g. talk.mp4)")
-            argv = [*defaults, *row_arguments(row, actions, jobs_dir, out_dir)]
+            argv = [*defaults, *row_arguments(row, actions[command], jobs_dir, out_dir, command)]
             try:
-                args = parser.parse_args(argv)
+                args = parsers[command].parse_args(argv)
             except _ParseError as err:
                 raise JobError(str(err)) from None
             job.out, job.name = args.out, str(args.out.relative_to(out_dir))
@@ -253,18 +327,18 @@ def load_jobs(path: Path, out_dir: Path, defaults: list[str] = ()) -> list[Job]:
             if key in owners:
                 raise JobError(f"out {job.name} is also the output of row {owners[key]}")
             owners[key] = number
-            check_args(args)
+            check_args(args, command)
             job.argv, job.seed = argv, args.seed
-            job.hash = job_hash(args, digests)
+            job.hash = job_hash(args, digests, command)
         except (JobError, OSError) as err:
             job.error = str(err)
     return jobs
 
 
 def parse_job(job: Job) -> argparse.Namespace:
-    """The `animate` Namespace of a checked job (in a worker)."""
+    """The Namespace of a checked job, parsed by its command's parser (in a worker)."""
     try:
-        return animate_parser().parse_args(job.argv)
+        return command_parser(job.command).parse_args(job.argv)
     except _ParseError as err:  # checked when the jobs were read, so only a changed parser gets here
         raise JobError(str(err)) from None
 

@@ -1,7 +1,8 @@
-"""Running one job where the models live: a model cache, the CLI's `animate`, the sidecar, the result.
+"""Running one job where the models live: a model cache, the CLI's `animate` or `dub`, the sidecar, the result.
 
 Every engine calls `run_job` in a long-lived worker holding a `ModelCache`, so each model is loaded once per
-(kind, species, precision, device, weights) in that worker, not once per clip.
+(kind, species, precision, device, weights) in that worker, not once per clip; `animate` and `dub` ask for the
+renderer, detector and motion generator under the same keys, so a worker shares them between both kinds of row.
 """
 from __future__ import annotations
 
@@ -100,13 +101,16 @@ def write_sidecar(job: Job, frames: int, seconds: dict) -> None:
 def run_job(job: Job, models: ModelCache, worker: str = "") -> JobResult:
     """Render one job to its output (atomically) and write its sidecar; any error becomes a failed result."""
     from ..cli import USER_ERRORS, cmd_animate
+    from ..dub_command import cmd_dub
+
+    commands = {"animate": cmd_animate, "dub": cmd_dub}
 
     start = time.perf_counter()
     loaded = models.load_seconds
     result = JobResult(row=job.row, name=job.name, status="done", worker=worker)
     try:
         sidecar_path(job.out).unlink(missing_ok=True)  # a stale sidecar must not vouch for the new output
-        cmd_animate(parse_job(job), models=models)
+        commands[job.command](parse_job(job), models=models)
         result.frames = video_frames(job.out)
         seconds = time.perf_counter() - start
         write_sidecar(job, result.frames, {"total": round(seconds, 3),
