@@ -39,11 +39,7 @@ class JoyVASASaveMotion:
 
     @classmethod
     def VALIDATE_INPUTS(cls, filename_prefix):  # format: ComfyUI's own combo check
-        try:
-            runtime.check_filename_prefix(filename_prefix)
-        except ValueError as err:
-            return str(err)
-        return True
+        return runtime.validate_filename_prefix(filename_prefix)
 
     def save(self, motion, filename_prefix, format, note=""):
         from ..joyvasa.direct.motion_file import write_motion_file

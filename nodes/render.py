@@ -142,11 +142,7 @@ class JoyVASARenderToFile:
 
     @classmethod
     def VALIDATE_INPUTS(cls, filename_prefix):
-        try:
-            runtime.check_filename_prefix(filename_prefix)
-        except ValueError as err:
-            return str(err)
-        return True
+        return runtime.validate_filename_prefix(filename_prefix)
 
     def render(self, renderer, source, motion, paste_back, batch_size, filename_prefix, crf, **driving):
         from ..joyvasa.files import check_output_path

@@ -215,6 +215,15 @@ def check_filename_prefix(prefix: str) -> None:
                          "a name such as 'JoyVASA' or 'video/JoyVASA'")
 
 
+def validate_filename_prefix(prefix: str) -> bool | str:
+    """A node's VALIDATE_INPUTS answer for its filename_prefix: True, or the reason (ComfyUI refuses the prompt)."""
+    try:
+        check_filename_prefix(prefix)
+    except ValueError as err:
+        return str(err)
+    return True
+
+
 def output_folder_and_name(path: Path) -> tuple[str, str]:
     """(subfolder relative to the output folder, file name), as ComfyUI's UI expects them."""
     relative = Path(path).resolve().relative_to(output_directory().resolve())

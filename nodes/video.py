@@ -232,11 +232,7 @@ class JoyVASADubVideo:
 
     @classmethod
     def VALIDATE_INPUTS(cls, filename_prefix):
-        try:
-            runtime.check_filename_prefix(filename_prefix)
-        except ValueError as err:
-            return str(err)
-        return True
+        return runtime.validate_filename_prefix(filename_prefix)
 
     def dub(self, renderer, motion_model, face_detector, video, audio, regions, audio_longer, video_longer, cfg_scale,
             seed, crop_smoothing, batch_size, filename_prefix, motion=None):
