@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..joyvasa.direct.motion_file import FORMAT, SUFFIXES
 from . import runtime
-from .types import CATEGORY, MOTION, MotionClip
+from .types import CATEGORY, MOTION, MeasuredRatios, MotionClip
 
 FORMATS = {"safetensors": ".safetensors", "pkl": ".pkl"}
 # MotionClip.info keys written into a saved file's metadata (when known)
@@ -53,7 +53,9 @@ class JoyVASASaveMotion:
         path = check_output_path(runtime.output_path(filename_prefix, suffix), suffix)
         info = {**dict(motion.info), "audio_delay": motion.audio_delay, "note": note or None}
         metadata = {k: info[k] for k in INFO_KEYS if info.get(k) is not None}
-        write_motion_file(path, motion.motion, fps=motion.fps, metadata=metadata)
+        eye_ratio, lip_ratio = motion.measured_ratios()  # kept only while the motion is the measured one
+        write_motion_file(path, motion.motion, fps=motion.fps, metadata=metadata, eye_ratio=eye_ratio,
+                          lip_ratio=lip_ratio)
         return (str(path),)
 
 
@@ -100,5 +102,7 @@ class JoyVASALoadMotion:
         motion, info = read_motion_file(runtime.input_path(motion_file))
         keep = {k: v for k, v in info.items() if isinstance(v, str | int | float) and k not in ("fps", "frames")}
         keep["source"] = info.get("source") if info.get("format") == FORMAT and info.get("source") else motion_file
-        clip = MotionClip(motion, None, 0, 0.0, fps=info["fps"], info=keep)  # no audio
+        eye, lip = info.get("eye_ratio", info.get("c_eyes")), info.get("lip_ratio", info.get("c_lip"))
+        ratios = MeasuredRatios(motion, eye, lip) if eye is not None or lip is not None else None
+        clip = MotionClip(motion, None, 0, 0.0, fps=info["fps"], info=keep, ratios=ratios)  # no audio
         return clip, len(motion), info["fps"]

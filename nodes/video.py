@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import runtime
-from .types import CATEGORY, FACE_DETECTOR, MOTION, MOTION_MODEL, RENDERER, MotionClip
+from .types import CATEGORY, FACE_DETECTOR, MOTION, MOTION_MODEL, RENDERER, MeasuredRatios, MotionClip
 
 log = logging.getLogger("joyvasa.nodes")
 
@@ -402,7 +402,8 @@ class JoyVASAMotionFromVideo:
         if found.lost:
             info["lost"] = found.lost
             log.warning("JoyVASA Motion from Video: %s", found.lost)
-        clip = MotionClip(found.motion, waveform, sample_rate, 0.0, fps=float(FPS), info=info)
+        clip = MotionClip(found.motion, waveform, sample_rate, 0.0, fps=float(FPS), info=info,
+                          ratios=MeasuredRatios(found.motion, found.eye_ratio, found.lip_ratio))
         return clip, preview
 
 

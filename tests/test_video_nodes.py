@@ -166,6 +166,30 @@ def test_motion_from_a_file_backed_video(renderer, face_detector, clip):
     assert not torch.allclose(preview, whole_frames, atol=0.05)
 
 
+def test_measured_ratios_are_saved_with_the_measured_motion_only(renderer, face_detector, clip, output_dir,
+                                                                monkeypatch):
+    """Save Motion writes the eye and lip openness of Motion from Video; an edited motion no longer matches
+    them, so its file has none; Load Motion hands stored ratios on."""
+    from joyvasa.direct.motion_file import load_motion
+
+    motion, _ = _extract(renderer, face_detector, video=FakeVideoFromFile(str(clip)))
+    eye, lip = motion.measured_ratios()
+    assert eye.shape == (len(motion), 2) and lip.shape == (len(motion), 1)
+    save = PACK.nodes.motion_files.JoyVASASaveMotion()
+    (saved,) = save.save(motion, "measured", "safetensors")
+    _, info = load_motion(saved)
+    assert torch.equal(info["eye_ratio"], eye) and torch.equal(info["lip_ratio"], lip)
+
+    edited = replace(motion, motion=replace(motion.motion, yaw=motion.motion.yaw + 5.0))  # what a motion node does
+    assert edited.measured_ratios() == (None, None)
+    (saved_edit,) = save.save(edited, "edited", "safetensors")
+    assert "eye_ratio" not in load_motion(saved_edit)[1]
+
+    monkeypatch.setattr(runtime, "input_path", lambda name: Path(saved))
+    loaded, _, _ = PACK.nodes.motion_files.JoyVASALoadMotion().load("measured.safetensors")
+    assert torch.equal(loaded.measured_ratios()[0], eye)
+
+
 def test_motion_from_an_image_batch_equals_the_file(renderer, face_detector, clip):
     from joyvasa.video_reader import read_video_frames
 
