@@ -116,24 +116,15 @@ class DubOptions:
 
 def resample_motion(motion: MotionSequence, fps: float) -> MotionSequence:
     """25 fps motion at `fps`: exp, scale, t and the angles linearly interpolated at each output frame's time
-    (`joyvasa.video_reader.resample_times`), R recomputed from the angles. On the CPU, float32; raw is None."""
-    from ..video_reader import resample_times
+    (the interpolation of `joyvasa.pipeline.video_motion`), R recomputed from the angles. On the CPU, float32;
+    raw is None."""
+    from .video_motion import resample_motion as resample_fields
 
     m = motion.to("cpu")
-    pos = np.asarray(resample_times(len(m), FPS, float(fps)), dtype=np.float64)
-    lo = np.clip(np.floor(pos).astype(np.int64), 0, len(m) - 1)
-    hi = np.minimum(lo + 1, len(m) - 1)
-    w = torch.from_numpy((pos - lo).astype(np.float32))
-    lo, hi = torch.from_numpy(lo), torch.from_numpy(hi)
-
-    def lerp(v: Tensor) -> Tensor:
-        v = v.float()
-        weight = w.reshape(-1, *([1] * (v.ndim - 1)))
-        return v[lo] * (1 - weight) + v[hi] * weight
-
-    pitch, yaw, roll = lerp(m.pitch), lerp(m.yaw), lerp(m.roll)
-    return MotionSequence(None, lerp(m.exp), lerp(m.scale), lerp(m.t), pitch, yaw, roll,
-                          rotation_matrix(pitch, yaw, roll))
+    at = resample_fields({name: getattr(m, name).float() for name in ("exp", "scale", "t", "pitch", "yaw", "roll")},
+                         FPS, float(fps))
+    return MotionSequence(None, at["exp"], at["scale"], at["t"], at["pitch"], at["yaw"], at["roll"],
+                          rotation_matrix(at["pitch"], at["yaw"], at["roll"]))
 
 
 class SpeechDrive(NamedTuple):
